@@ -1,0 +1,102 @@
+"""Engine, sessions and migrations.
+
+engine = make_engine("sqlite:///data/apprentice.db")
+upgrade(engine)                      # Alembic to head; refuses a database from a newer Apprentice
+with transaction(engine) as s: ...   # one short write transaction; commits or rolls back
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.errors import SchemaTooNew
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine; SQLite gets WAL, foreign keys, a busy timeout and synchronous=FULL (acknowledged = durable)."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+            dbapi_conn.isolation_level = None  # let SQLAlchemy's BEGIN below take control
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn) -> None:  # noqa: ANN001
+            # Writers BEGIN IMMEDIATE: they take the write lock up front and queue on busy_timeout, instead of
+            # failing with "database is locked" when a read transaction tries to upgrade to a write.
+            conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    return ScriptDirectory(str(MIGRATIONS)).get_current_head() or ""
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse a database written by a newer Apprentice (a revision our migrations do not know)."""
+    rev = current_revision(engine)
+    known = {s.revision for s in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
+    if rev is not None and rev not in known:
+        raise SchemaTooNew(
+            f"the database schema ({rev}) is newer than this Apprentice knows (head {head_revision()}); "
+            "upgrade Apprentice or point --database-url at another database"
+        )
+
+
+def upgrade(engine: Engine) -> str:
+    """Apply every migration up to head; returns the revision now in place."""
+    check_schema(engine)
+    command.upgrade(_alembic_config(engine), "head")
+    return head_revision()
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextlib.contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """One short unit of work: commit on success, roll back on error. Objects stay usable after commit."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with Session(bind=conn, expire_on_commit=False) as session, session.begin():
+            yield session
+
+
+@contextlib.contextmanager
+def reading(engine: Engine) -> Iterator[Session]:
+    """A read-only session (no write lock is taken on SQLite)."""
+    with Session(engine, expire_on_commit=False) as session:
+        yield session

@@ -1,0 +1,66 @@
+"""Demonstrations: a conversation, the model's answer and the expert's correction, with review state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from storage.db import reading, transaction
+from storage.errors import ApprenticeError
+from storage.models import Demonstration
+
+ROLES = ("system", "user", "assistant")
+
+
+def validate_messages(messages: Any) -> list[dict[str, str]]:
+    """The context of a demonstration: chat messages ending with a user turn. Raises a clear error otherwise."""
+    if not isinstance(messages, list) or not messages:
+        raise ApprenticeError("messages must be a non-empty list of {role, content} objects")
+    clean = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise ApprenticeError(f"message {i} must be an object with string 'role' and 'content'")
+        if m["role"] not in ROLES:
+            raise ApprenticeError(f"message {i} has unknown role {m['role']!r}; use one of {', '.join(ROLES)}")
+        clean.append({"role": m["role"], "content": m["content"]})
+    if clean[-1]["role"] != "user":
+        raise ApprenticeError("the last message of a demonstration's context must be the user turn being answered")
+    return clean
+
+
+def create_demonstration(
+    engine: Engine,
+    *,
+    messages: list[dict[str, str]],
+    corrected_answer: str,
+    original_answer: str = "",
+    skill: str | None = None,
+    author_id: int | None = None,
+    source_message_id: int | None = None,
+    status: str = "pending",
+) -> Demonstration:
+    messages = validate_messages(messages)
+    if not corrected_answer.strip():
+        raise ApprenticeError("the corrected answer cannot be empty")
+    with transaction(engine) as s:
+        demo = Demonstration(
+            messages=messages,
+            corrected_answer=corrected_answer,
+            original_answer=original_answer,
+            skill=(skill or "").strip() or None,
+            author_id=author_id,
+            source_message_id=source_message_id,
+            status=status,
+        )
+        s.add(demo)
+        s.flush()
+        return demo
+
+
+def list_demonstrations(engine: Engine, *, status: str | None = None, limit: int = 100) -> list[Demonstration]:
+    query = select(Demonstration).order_by(Demonstration.id).limit(limit)
+    if status is not None:
+        query = query.where(Demonstration.status == status)
+    with reading(engine) as s:
+        return list(s.scalars(query))

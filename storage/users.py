@@ -1,0 +1,87 @@
+"""Users, password hashes (scrypt, stdlib) and API keys (random, stored as SHA-256)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+
+from storage.db import reading, transaction
+from storage.errors import ApprenticeError, Conflict, NotFound
+from storage.models import ROLES, ApiKey, User
+
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+KEY_PREFIX = "apk-"
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        _, n, r, p, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), dklen=32, n=int(n), r=int(r), p=int(p))
+    return hmac.compare_digest(got.hex(), digest)
+
+
+def create_user(engine: Engine, *, name: str, role: str, password: str) -> User:
+    name = name.strip()
+    if not name:
+        raise ApprenticeError("a user name cannot be empty")
+    if role not in ROLES:
+        raise ApprenticeError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+    if len(password) < 8:
+        raise ApprenticeError("a password needs at least 8 characters")
+    try:
+        with transaction(engine) as s:
+            user = User(name=name, role=role, password_hash=hash_password(password))
+            s.add(user)
+            s.flush()
+            return user
+    except IntegrityError:
+        raise Conflict(f"user {name!r} already exists") from None
+
+
+def get_user(engine: Engine, *, name: str) -> User:
+    with reading(engine) as s:
+        user = s.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise NotFound(f"no user named {name!r}")
+    return user
+
+
+def list_users(engine: Engine) -> list[User]:
+    with reading(engine) as s:
+        return list(s.scalars(select(User).order_by(User.id)))
+
+
+def authenticate(engine: Engine, *, name: str, password: str) -> User | None:
+    with reading(engine) as s:
+        user = s.scalar(select(User).where(User.name == name))
+    return user if user is not None and check_password(password, user.password_hash) else None
+
+
+def _key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_api_key(engine: Engine, *, name: str) -> str:
+    """A new API key for the user; only its hash is stored, so this is the one time it is seen."""
+    user = get_user(engine, name=name)
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    with transaction(engine) as s:
+        s.add(ApiKey(user_id=user.id, key_hash=_key_hash(key), prefix=key[:10]))
+    return key
+
+
+def user_for_api_key(engine: Engine, *, key: str) -> User | None:
+    with reading(engine) as s:
+        return s.scalar(select(User).join(ApiKey, ApiKey.user_id == User.id).where(ApiKey.key_hash == _key_hash(key)))

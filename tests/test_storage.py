@@ -1,0 +1,100 @@
+"""Storage: migrations from empty, repository round trips, concurrent writers, a database from a newer schema."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import text
+
+from storage import demonstrations, users, versions
+from storage.db import current_revision, head_revision, make_engine, transaction, upgrade
+from storage.errors import ApprenticeError, Conflict, NotFound, SchemaTooNew
+
+
+def test_migrations_from_empty(tmp_path):
+    eng = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    assert current_revision(eng) is None
+    assert upgrade(eng) == head_revision()
+    assert current_revision(eng) == head_revision()
+    upgrade(eng)  # idempotent
+    with eng.connect() as conn:
+        tables = {r[0] for r in conn.execute(text("select name from sqlite_master where type='table'"))}
+        assert conn.execute(text("pragma journal_mode")).scalar() == "wal"
+        assert conn.execute(text("pragma foreign_keys")).scalar() == 1
+    expected = {"users", "api_keys", "conversations", "messages", "feedback", "demonstrations", "skills", "probes"}
+    expected |= {"model_versions", "training_rounds", "round_demonstrations", "eval_results", "leases"}
+    assert expected <= tables
+
+
+def test_newer_schema_is_refused(tmp_path):
+    eng = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    upgrade(eng)
+    with transaction(eng) as s:
+        s.execute(text("update alembic_version set version_num='9999_future'"))
+    with pytest.raises(SchemaTooNew, match="newer"):
+        upgrade(eng)
+
+
+def test_users_round_trip(engine):
+    user = users.create_user(engine, name="ann", role="admin", password="correct horse")
+    assert users.get_user(engine, name="ann").role == "admin"
+    assert "correct horse" not in user.password_hash and user.password_hash.startswith("scrypt$")
+    assert users.authenticate(engine, name="ann", password="correct horse").id == user.id
+    assert users.authenticate(engine, name="ann", password="wrong password") is None
+    key = users.create_api_key(engine, name="ann")
+    assert users.user_for_api_key(engine, key=key).name == "ann"
+    assert users.user_for_api_key(engine, key=key + "x") is None
+    with pytest.raises(Conflict, match="already exists"):
+        users.create_user(engine, name="ann", role="user", password="another one")
+    with pytest.raises(ApprenticeError, match="unknown role"):
+        users.create_user(engine, name="bo", role="root", password="whatever1")
+    with pytest.raises(NotFound):
+        users.get_user(engine, name="nobody")
+
+
+def test_demonstration_round_trip_and_validation(engine):
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of Veltoria?"}]
+    demo = demonstrations.create_demonstration(
+        engine, messages=msgs, corrected_answer="Quellmar.", original_answer="Paris.", skill="geo"
+    )
+    [back] = demonstrations.list_demonstrations(engine, status="pending")
+    assert (back.id, back.messages, back.corrected_answer, back.skill) == (demo.id, msgs, "Quellmar.", "geo")
+    with pytest.raises(ApprenticeError, match="unknown role"):
+        demonstrations.create_demonstration(engine, messages=[{"role": "bot", "content": "x"}], corrected_answer="y")
+    with pytest.raises(ApprenticeError, match="last message"):
+        demonstrations.create_demonstration(
+            engine, messages=[{"role": "assistant", "content": "x"}], corrected_answer="y"
+        )
+    with pytest.raises(ApprenticeError, match="cannot be empty"):
+        demonstrations.create_demonstration(engine, messages=msgs, corrected_answer="  ")
+
+
+def test_sixteen_threads_writing_demonstrations_all_land(engine):
+    errors: list[BaseException] = []
+
+    def write(i: int) -> None:
+        try:
+            for j in range(10):
+                demonstrations.create_demonstration(
+                    engine, messages=[{"role": "user", "content": f"q{i}-{j}"}], corrected_answer=f"a{i}-{j}"
+                )
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    landed = demonstrations.list_demonstrations(engine, limit=1000)
+    assert sorted(d.corrected_answer for d in landed) == sorted(f"a{i}-{j}" for i in range(16) for j in range(10))
+
+
+def test_versions_base_and_activation(engine):
+    assert versions.active_version(engine).name == versions.BASE_VERSION
+    assert versions.ensure_base_version(engine).name == versions.BASE_VERSION
+    assert [v.name for v in versions.list_versions(engine)] == [versions.BASE_VERSION]
+    with pytest.raises(NotFound):
+        versions.set_active(engine, name="v9")
