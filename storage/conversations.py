@@ -1,0 +1,159 @@
+"""Conversations, their messages, feedback on replies, and corrections of replies (which become demonstrations).
+
+A user sees and corrects only their own conversations; every assistant message records its model version and the
+`response_id` the API handed out for it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, select
+
+from storage.db import reading, transaction
+from storage.errors import ApprenticeError, NotFound
+from storage.models import Conversation, Demonstration, Feedback, Message, utcnow
+
+
+def create_conversation(engine: Engine, *, user_id: int, title: str = "") -> Conversation:
+    with transaction(engine) as s:
+        conv = Conversation(user_id=user_id, title=title[:200])
+        s.add(conv)
+        s.flush()
+        return conv
+
+
+def list_conversations(engine: Engine, *, user_id: int, limit: int = 50) -> list[Conversation]:
+    query = (
+        select(Conversation)
+        .where(Conversation.user_id == user_id)
+        .order_by(Conversation.updated.desc(), Conversation.id.desc())
+        .limit(limit)
+    )
+    with reading(engine) as s:
+        return list(s.scalars(query))
+
+
+def get_messages(engine: Engine, *, conversation_id: int, user_id: int) -> list[Message]:
+    """The conversation's messages in order; NotFound unless it exists and belongs to `user_id`."""
+    with reading(engine) as s:
+        conv = s.get(Conversation, conversation_id)
+        if conv is None or conv.user_id != user_id:
+            raise NotFound(f"no conversation {conversation_id} of yours")
+        return list(
+            s.scalars(select(Message).where(Message.conversation_id == conversation_id).order_by(Message.position))
+        )
+
+
+def add_message(
+    engine: Engine,
+    *,
+    conversation_id: int,
+    role: str,
+    content: str,
+    model_version: str | None = None,
+    response_id: str | None = None,
+) -> Message:
+    """Append a message at the end of the conversation (in one transaction with the position lookup)."""
+    with transaction(engine) as s:
+        last = s.scalar(
+            select(Message.position)
+            .where(Message.conversation_id == conversation_id)
+            .order_by(Message.position.desc())
+            .limit(1)
+        )
+        msg = Message(
+            conversation_id=conversation_id,
+            position=0 if last is None else last + 1,
+            role=role,
+            content=content,
+            model_version=model_version,
+            response_id=response_id,
+        )
+        s.add(msg)
+        conv = s.get(Conversation, conversation_id)
+        if conv is None:
+            raise NotFound(f"no conversation {conversation_id}")
+        conv.updated = utcnow()
+        if not conv.title and role == "user":
+            conv.title = content.strip().splitlines()[0][:80] if content.strip() else ""
+        s.flush()
+        return msg
+
+
+def truncate_after(engine: Engine, *, conversation_id: int, user_id: int, position: int) -> None:
+    """Delete messages after `position` (retry / edit of an earlier turn)."""
+    with transaction(engine) as s:
+        conv = s.get(Conversation, conversation_id)
+        if conv is None or conv.user_id != user_id:
+            raise NotFound(f"no conversation {conversation_id} of yours")
+        for msg in s.scalars(
+            select(Message).where(Message.conversation_id == conversation_id, Message.position > position)
+        ):
+            s.delete(msg)
+
+
+def _owned_assistant_message(s: object, *, user_id: int, message_id: int | None, response_id: str | None) -> Message:
+    query = select(Message, Conversation.user_id).join(Conversation, Conversation.id == Message.conversation_id)
+    if response_id is not None:
+        query = query.where(Message.response_id == response_id)
+    else:
+        query = query.where(Message.id == message_id)
+    row = s.execute(query).first()  # type: ignore[attr-defined]
+    if row is None or row[1] != user_id or row[0].role != "assistant":
+        raise NotFound(f"no reply {response_id or message_id} of yours")  # someone else's reply looks the same
+    return row[0]
+
+
+def add_feedback(
+    engine: Engine,
+    *,
+    user_id: int,
+    rating: int,
+    reason: str = "",
+    message_id: int | None = None,
+    response_id: str | None = None,
+) -> Feedback:
+    if rating not in (1, -1):
+        raise ApprenticeError("rating must be 1 (thumbs up) or -1 (thumbs down)")
+    with transaction(engine) as s:
+        msg = _owned_assistant_message(s, user_id=user_id, message_id=message_id, response_id=response_id)
+        fb = Feedback(message_id=msg.id, user_id=user_id, rating=rating, reason=reason)
+        s.add(fb)
+        s.flush()
+        return fb
+
+
+def correct_reply(
+    engine: Engine,
+    *,
+    user_id: int,
+    correction: str,
+    skill: str | None = None,
+    message_id: int | None = None,
+    response_id: str | None = None,
+) -> Demonstration:
+    """Store a correction of one of the user's replies as a pending demonstration, with the conversation up to and
+    including the user turn it answered and the original reply."""
+    if not correction.strip():
+        raise ApprenticeError("the correction cannot be empty")
+    with transaction(engine) as s:
+        msg = _owned_assistant_message(s, user_id=user_id, message_id=message_id, response_id=response_id)
+        context = s.scalars(
+            select(Message)
+            .where(Message.conversation_id == msg.conversation_id, Message.position < msg.position)
+            .order_by(Message.position)
+        ).all()
+        messages = [{"role": m.role, "content": m.content} for m in context]
+        if not messages or messages[-1]["role"] != "user":
+            raise ApprenticeError("this reply does not answer a user turn, so it cannot be corrected")
+        demo = Demonstration(
+            messages=messages,
+            original_answer=msg.content,
+            corrected_answer=correction,
+            skill=(skill or "").strip() or None,
+            author_id=user_id,
+            source_message_id=msg.id,
+            status="pending",
+        )
+        s.add(demo)
+        s.flush()
+        return demo
