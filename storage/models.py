@@ -107,6 +107,7 @@ class Probe(Base):
     answer: Mapped[str] = mapped_column(Text)
     grader: Mapped[str] = mapped_column(String(16))
     choices: Mapped[list[Any] | None] = mapped_column(JSON)
+    category: Mapped[str] = mapped_column(String(40), default="")  # a finer grouping inside a skill, for reports
     source: Mapped[str] = mapped_column(String(40), default="import")  # builtin | import | demonstration:<id>
     external_id: Mapped[str | None] = mapped_column(String(80), unique=True)
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 21:32:00.895514
+Create Date: 2026-11-27 21:40:17.224375
 
 """
 from typing import Sequence, Union
@@ -47,6 +47,7 @@ def upgrade() -> None:
     sa.Column('answer', sa.Text(), nullable=False),
     sa.Column('grader', sa.String(length=16), nullable=False),
     sa.Column('choices', sa.JSON(), nullable=True),
+    sa.Column('category', sa.String(length=40), nullable=False),
     sa.Column('source', sa.String(length=40), nullable=False),
     sa.Column('external_id', sa.String(length=80), nullable=True),
     sa.Column('created', sa.DateTime(), nullable=False),
