@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,6 +27,25 @@ class Settings(BaseSettings):
     model_cache: Path = Field(default_factory=default_cache_dir, description="Shared cache of converted models.")
     host: str = Field("127.0.0.1", description="Address the web server binds to.")
     port: int = Field(7860, ge=1, le=65535, description="Port the web server listens on.")
+
+    # serving
+    engine: Literal["transformers", "vllm"] = Field(
+        "transformers", description="Inference engine: embedded transformers, or a client of an external vLLM server."
+    )
+    device: str = Field("auto", description="Device of the embedded engine: auto (CUDA when present), cpu, cuda[:N].")
+    max_input_tokens: int = Field(4096, ge=16, description="Longest prompt (chat template included) in tokens.")
+    max_new_tokens: int = Field(1024, ge=1, description="Most tokens one reply may generate (max_tokens cap).")
+    max_concurrent_generations: int = Field(8, ge=1, description="Replies generated at once (one batch); more wait.")
+    max_queued_requests: int = Field(64, ge=0, description="Requests waiting for a slot before new ones get 503.")
+    request_timeout: float = Field(300.0, gt=0, description="Seconds a request may take, waiting included.")
+    version_poll_seconds: float = Field(
+        2.0, gt=0, description="How often the server checks the database's active version and hot-swaps to it."
+    )
+    vllm_url: str = Field("http://127.0.0.1:8000", description="Base URL of the external vLLM server (engine=vllm).")
+    vllm_api_key: str = Field("", description="API key sent to the vLLM server, if it wants one.")
+    vllm_base_model: str = Field(
+        "", description="Name vLLM serves the base model under (version v0); default: the --model value."
+    )
 
     @property
     def db_url(self) -> str:
