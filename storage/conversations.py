@@ -157,3 +157,26 @@ def correct_reply(
         s.add(demo)
         s.flush()
         return demo
+
+
+def set_feedback_reason(engine: Engine, *, user_id: int, feedback_id: int, reason: str) -> Feedback:
+    """Add or change the reason of the user's own feedback (the UI records the thumb first, the reason after)."""
+    with transaction(engine) as s:
+        fb = s.get(Feedback, feedback_id)
+        if fb is None or fb.user_id != user_id:
+            raise NotFound(f"no feedback {feedback_id} of yours")
+        fb.reason = reason
+        s.flush()
+        return fb
+
+
+def corrections_by_message(engine: Engine, *, conversation_id: int, user_id: int) -> dict[int, Demonstration]:
+    """The user's latest correction of each reply in the conversation, keyed by the reply's message id."""
+    query = (
+        select(Demonstration)
+        .join(Message, Message.id == Demonstration.source_message_id)
+        .where(Message.conversation_id == conversation_id, Demonstration.author_id == user_id)
+        .order_by(Demonstration.id)
+    )
+    with reading(engine) as s:
+        return {d.source_message_id: d for d in s.scalars(query) if d.source_message_id is not None}
