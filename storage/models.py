@@ -170,3 +170,19 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner: Mapped[str] = mapped_column(String(120))
     expires: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class TeacherCheck(Base):
+    """What a version answered to a demonstration's question without it (student) and with it in context (the SDFT
+    teacher prompt), and how close each answer came to the correction (0..1). Written by the review queue."""
+
+    __tablename__ = "teacher_checks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    demonstration_id: Mapped[int] = mapped_column(ForeignKey("demonstrations.id", ondelete="CASCADE"), index=True)
+    version: Mapped[str] = mapped_column(String(120))
+    correction: Mapped[str] = mapped_column(Text)  # the correction as it was checked (it may be edited later)
+    student_answer: Mapped[str] = mapped_column(Text)
+    teacher_answer: Mapped[str] = mapped_column(Text)
+    student_agreement: Mapped[float] = mapped_column(Float)
+    teacher_agreement: Mapped[float] = mapped_column(Float)
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

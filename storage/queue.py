@@ -1,0 +1,171 @@
+"""The review queue as pages: filtered demonstrations with their author's name, a total, and keyset cursors.
+
+Newest first. A page is read with `before_id` (the next, older page: the last id shown) or `after_id` (the previous,
+newer page: the first id shown); both walk an index, so page 2,000 costs what page 1 does. The total and the position
+of a page are COUNTs over the same filter (indexed for status, skill, author, date; a text search scans).
+
+    page = queue_page(engine, QueueFilter(status="pending", text="paris"), limit=25)
+    page.rows, page.total, page.first_index, page.older, page.newer
+
+    .venv/bin/python -m pytest -q tests/test_admin_api.py -k queue
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, distinct, func, or_, select
+from sqlalchemy.orm import aliased
+
+from storage.db import reading
+from storage.errors import ApprenticeError
+from storage.models import DEMO_STATUSES, Demonstration, RoundDemonstration, User
+
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """Which demonstrations to list; None means any. `text` searches the conversation, original and correction."""
+
+    status: str | None = "pending"
+    skill: str | None = None
+    author_id: int | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    text: str | None = None
+    round_id: int | None = None  # demonstrations a training round learned (lineage)
+
+    def __post_init__(self) -> None:
+        if self.status is not None and self.status not in DEMO_STATUSES:
+            raise ApprenticeError(f"unknown status {self.status!r}; use one of {', '.join(DEMO_STATUSES)}")
+
+    def conditions(self) -> list[Any]:
+        out: list[Any] = []
+        if self.status is not None:
+            out.append(Demonstration.status == self.status)
+        if self.skill is not None:
+            # "" asks for demonstrations without a skill
+            out.append(Demonstration.skill == self.skill if self.skill else Demonstration.skill.is_(None))
+        if self.author_id is not None:
+            out.append(Demonstration.author_id == self.author_id)
+        if self.since is not None:
+            out.append(Demonstration.created >= self.since)
+        if self.until is not None:
+            out.append(Demonstration.created < self.until)
+        if self.round_id is not None:
+            learned = select(RoundDemonstration.demonstration_id).where(RoundDemonstration.round_id == self.round_id)
+            out.append(Demonstration.id.in_(learned))
+        if self.text and self.text.strip():
+            escaped = self.text.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = f"%{escaped}%"
+            out.append(
+                or_(
+                    Demonstration.corrected_answer.ilike(pattern, escape="\\"),
+                    Demonstration.original_answer.ilike(pattern, escape="\\"),
+                    func.cast(Demonstration.messages, type_=Demonstration.note.type).ilike(pattern, escape="\\"),
+                )
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    demo: Demonstration
+    author: str | None
+    reviewer: str | None
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    rows: list[QueueRow]
+    total: int  # matching the filter, all pages
+    first_index: int  # 0-based position of rows[0] among all matches, newest first
+    older: int | None = None  # pass as before_id for the next page; None on the last page
+    newer: int | None = None  # pass as after_id for the previous page; None on the first page
+    filter: QueueFilter = field(default_factory=QueueFilter)
+
+
+def queue_page(
+    engine: Engine,
+    filter: QueueFilter,  # noqa: A002 - the natural name
+    *,
+    before_id: int | None = None,
+    after_id: int | None = None,
+    limit: int = 25,
+) -> QueuePage:
+    """One page of the queue; give at most one of `before_id` / `after_id`."""
+    if before_id is not None and after_id is not None:
+        raise ApprenticeError("give before_id or after_id, not both")
+    limit = max(1, min(int(limit), MAX_PAGE))
+    where = filter.conditions()
+    author, reviewer = aliased(User), aliased(User)
+    query = (
+        select(Demonstration, author.name, reviewer.name)
+        .outerjoin(author, author.id == Demonstration.author_id)
+        .outerjoin(reviewer, reviewer.id == Demonstration.reviewer_id)
+        .where(*where)
+    )
+    if after_id is not None:
+        query = query.where(Demonstration.id > after_id).order_by(Demonstration.id.asc())
+    else:
+        if before_id is not None:
+            query = query.where(Demonstration.id < before_id)
+        query = query.order_by(Demonstration.id.desc())
+    with reading(engine) as s:
+        found = list(s.execute(query.limit(limit)))
+        if after_id is not None:
+            found.reverse()
+        rows = [QueueRow(d, a, r) for d, a, r in found]
+        total = s.scalar(select(func.count()).select_from(Demonstration).where(*where)) or 0
+        first = 0
+        if rows:
+            newer_q = select(func.count()).select_from(Demonstration).where(*where, Demonstration.id > rows[0].demo.id)
+            first = s.scalar(newer_q) or 0
+    return QueuePage(
+        rows=rows,
+        total=total,
+        first_index=first,
+        older=rows[-1].demo.id if rows and first + len(rows) < total else None,
+        newer=rows[0].demo.id if rows and first > 0 else None,
+        filter=filter,
+    )
+
+
+def queue_ids(engine: Engine, filter: QueueFilter, *, limit: int = MAX_PAGE) -> list[int]:  # noqa: A002
+    """Ids matching the filter, newest first (at most `limit`): the target of a bulk action on a whole filter."""
+    query = select(Demonstration.id).where(*filter.conditions()).order_by(Demonstration.id.desc())
+    with reading(engine) as s:
+        return list(s.scalars(query.limit(max(1, min(int(limit), MAX_PAGE)))))
+
+
+def queue_authors(engine: Engine) -> list[tuple[int, str]]:
+    """(user id, name) of everyone who wrote a demonstration, by name: the author filter's choices."""
+    query = (
+        select(distinct(User.id), User.name).join(Demonstration, Demonstration.author_id == User.id).order_by(User.name)
+    )
+    with reading(engine) as s:
+        return [(i, n) for i, n in s.execute(query)]
+
+
+def queue_skills(engine: Engine) -> list[str]:
+    """Skill names in use on demonstrations, sorted (the skill filter's choices)."""
+    query = select(distinct(Demonstration.skill)).where(Demonstration.skill.is_not(None)).order_by(Demonstration.skill)
+    with reading(engine) as s:
+        return [name for name in s.scalars(query)]
+
+
+def get_row(engine: Engine, *, demo_id: int) -> QueueRow | None:
+    """One demonstration with its author's and reviewer's names, or None."""
+    author, reviewer = aliased(User), aliased(User)
+    query = (
+        select(Demonstration, author.name, reviewer.name)
+        .outerjoin(author, author.id == Demonstration.author_id)
+        .outerjoin(reviewer, reviewer.id == Demonstration.reviewer_id)
+        .where(Demonstration.id == demo_id)
+    )
+    with reading(engine) as s:
+        found = s.execute(query).first()
+    return None if found is None else QueueRow(*found)
