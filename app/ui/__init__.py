@@ -28,6 +28,7 @@ CSS = """
 #chatbot .message.thought .edit-textarea { display: none; }  /* the version line under a reply is not editable */
 #chatbot .message-content span.md { white-space: pre-wrap; }
 #whoami { text-align: right; }
+#conversations { max-height: 560px; overflow-y: auto; }
 """
 
 SIGN_IN_MESSAGE = "Sign in with your Apprentice account. An admin creates accounts with: apprentice users add NAME"
@@ -41,9 +42,17 @@ class TabSpec:
 
 
 def tab_specs() -> list[TabSpec]:
-    from app.ui import chat
+    from app.ui import chat, dashboard, data_tab, review, rounds, versions
 
-    return [TabSpec("Chat", auth.ALL_ROLES, chat.build)]
+    admin, reviewers = ("admin",), ("admin", "reviewer")
+    return [
+        TabSpec("Chat", auth.ALL_ROLES, chat.build),
+        TabSpec("Review", reviewers, review.build),
+        TabSpec("Versions", admin, versions.build),
+        TabSpec("Rounds", admin, rounds.build),
+        TabSpec("Dashboard", admin, dashboard.build),
+        TabSpec("Data", admin, data_tab.build),
+    ]
 
 
 def tab_visibility(role: str, specs: list[TabSpec]) -> list[bool]:
@@ -73,7 +82,7 @@ def build_ui(state: AppState) -> gr.Blocks:
             who = f'Signed in as <b>{html.escape(user.name)}</b> ({user.role}) · <a href="logout">Sign out</a>'
             return [who, *(gr.update(visible=shown) for shown in tab_visibility(user.role, specs))]
 
-        demo.load(on_load, None, [whoami, *tabs])
+        demo.load(on_load, None, [whoami, *tabs], api_visibility="private")
     demo.queue(default_concurrency_limit=16)
     return demo
 

@@ -94,7 +94,8 @@ def build(state: AppState, demo: gr.Blocks) -> None:
     shown = [c.chatbot, c.target, c.correction]
     everything = [c.conversation, c.conversations, *shown, c.message, c.status]
 
-    quiet = {"show_progress": "hidden"}  # the chat shows its own progress; no spinners over every output
+    # The chat shows its own progress (no spinners over every output); programs use the OpenAI API, not these events.
+    quiet = {"show_progress": "hidden", "api_visibility": "private"}
     demo.load(h.on_load, None, [c.conversations, c.status], **quiet)
     c.new_chat.click(h.new_chat, None, everything, **quiet)
     c.chatbot.clear(h.new_chat, None, everything, **quiet)
@@ -106,7 +107,7 @@ def build(state: AppState, demo: gr.Blocks) -> None:
     edited = c.chatbot.edit(h.edit, [c.conversation, c.skill], **turn)
     for event in (sent, retried, edited):
         event.then(h.settle, [c.conversation], [c.conversations, *shown, c.message, c.status], **quiet)
-    c.message.stop(None, None, None, cancels=[sent, retried, edited])
+    c.message.stop(None, None, None, cancels=[sent, retried, edited], api_visibility="private")
 
     c.chatbot.undo(h.undo, [c.conversation], [*shown, c.message, c.status], **quiet)
     c.chatbot.like(h.like, [c.conversation], [c.feedback, c.reason_row, c.reason, c.status], **quiet)
