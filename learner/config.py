@@ -1,0 +1,191 @@
+"""LearnerConfig: every knob of a training round (LoRA, optimizer, rollouts, loss, prompts, device), each with a
+default and a help text, plus presets for the built-in 135M model and for ~4B models.
+
+    config = LearnerConfig.preset("builtin", learning_rate=1e-4)   # preset, then explicit overrides
+    config = LearnerConfig.from_dict({"method": "sft", "steps": 20})
+    config.to_dict()                                                # JSON-able, stored with every round
+
+Defaults follow the SDFT paper (forward KL, temperature 1.0, first 3 tokens skipped, frozen teacher) except where
+LoRA needs a higher learning rate than the paper's full fine-tuning. Validation happens once, in `__post_init__`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from storage.errors import ApprenticeError
+
+# The official SDFT code's teacher prompt: the last user turn becomes this, with the demonstration in it.
+PAPER_TEACHER_TEMPLATE = (
+    "{question}\n\nThis is an example for a response to the question:\n{demonstration}\n\n"
+    "Now answer with a response of your own, including the thinking process."
+)
+LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+METHODS = ("sdft", "sft")
+LOSSES = ("forward_kl", "reverse_kl", "jsd")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors TRL's metadata={"help": ...}
+    if isinstance(default, list | dict | tuple):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class LearnerConfig:
+    # --- what to train -------------------------------------------------------------------------------------------
+    method: str = _f("sdft", "sdft (self-distillation, the default) or sft (plain next-token loss on the answer).")
+    # --- LoRA (a round that continues a parent adapter keeps the parent's r/alpha/targets) -------------------------
+    lora_r: int = _f(16, "LoRA rank.")
+    lora_alpha: int = _f(32, "LoRA alpha (the update is scaled by alpha / r).")
+    lora_dropout: float = _f(0.0, "Dropout on the LoRA input. 0 keeps student and rollout policy identical.")
+    lora_targets: list[str] = _f(list(LLAMA_TARGETS), "Module names that get LoRA (attention and MLP projections).")
+    # --- optimizer ---------------------------------------------------------------------------------------------
+    learning_rate: float = _f(
+        2e-4, "AdamW peak learning rate (LoRA wants ~1e-4..3e-4; the paper's 5e-6..5e-5 is for full fine-tuning)."
+    )
+    weight_decay: float = _f(0.0, "AdamW weight decay on the LoRA weights.")
+    lr_schedule: str = _f("cosine", "cosine | linear | constant, after the warm-up.")
+    warmup_ratio: float = _f(0.1, "Fraction of the optimizer steps spent warming up linearly from 0.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping (the paper: 1.0). 0 disables it.")
+    steps: int = _f(0, "Optimizer steps of a round; 0 derives them from epochs (at least min_steps).")
+    epochs: float = _f(
+        4.0, "Passes over the round's demonstrations when steps is 0 (the paper: 2 for skills, 4 for knowledge)."
+    )
+    min_steps: int = _f(8, "Lower bound on derived steps, so a round with a handful of demonstrations still learns.")
+    batch_size: int = _f(8, "Prompts per optimizer step (one rollout each); fewer when the round has fewer demos.")
+    micro_batch_size: int = _f(8, "Prompts per forward/backward pass (gradients are accumulated up to batch_size).")
+    seed: int = _f(0, "Seed for demonstration order and sampling.")
+    # --- rollouts (SDFT) -----------------------------------------------------------------------------------------
+    temperature: float = _f(
+        1.0,
+        "Sampling temperature of the student's rollouts; logits are divided by it in the loss too (the paper: 1.0).",
+    )
+    top_p: float = _f(1.0, "Nucleus sampling of the rollouts (the paper: 1.0, i.e. off).")
+    max_new_tokens: int = _f(256, "Hard cap on a rollout's length.")
+    new_tokens_factor: float = _f(2.0, "A rollout may run to factor x the longest demonstration of the batch ...")
+    new_tokens_margin: int = _f(16, "... plus this many tokens (whichever is smaller: this or max_new_tokens).")
+    merged_rollouts: bool = _f(
+        True,
+        "Generate with a plain copy of the model whose weights get the student's LoRA "
+        "merged in before each step (the peft wrapper generates ~2x slower). Costs one extra "
+        "copy of the base weights.",
+    )
+    # --- loss (SDFT) ---------------------------------------------------------------------------------------------
+    loss: str = _f(
+        "forward_kl",
+        "forward_kl = KL(teacher || student) (what the paper's results used), reverse_kl, "
+        "or jsd (generalized Jensen-Shannon, see jsd_beta).",
+    )
+    jsd_beta: float = _f(0.5, "Weight of the teacher in the jsd mixture (0 -> forward KL limit, 1 -> reverse).")
+    skip_first_tokens: int = _f(3, "Completion tokens left out of the loss at the start (stops copying openers).")
+    top_k: int = _f(0, "0 = KL over the full vocabulary; k > 0 = over the top-k tokens (memory saver).")
+    top_k_tail: bool = _f(True, "With top_k: lump the remaining probability into one tail bucket (else renormalize).")
+    top_k_support: str = _f("student", "With top_k: whose top-k tokens form the support, student or teacher.")
+    teacher: str = _f("frozen", "frozen (the live version, unchanged for the round) or ema (moves toward the student).")
+    ema_rate: float = _f(0.01, "With teacher=ema: teacher <- (1 - rate) * teacher + rate * student after each step.")
+    # --- prompts -------------------------------------------------------------------------------------------------
+    teacher_template: str = _f(
+        PAPER_TEACHER_TEMPLATE,
+        "The teacher's last user turn; {question} and {demonstration} "
+        "are replaced by the user's turn and the corrected answer.",
+    )
+    max_prompt_tokens: int = _f(1024, "Budget of the student prompt (older turns are dropped to fit).")
+    max_teacher_prompt_tokens: int = _f(2048, "Budget of the teacher prompt, which also holds the demonstration.")
+    max_answer_tokens: int = _f(512, "A corrected answer longer than this is refused (skipped and reported).")
+    # --- data ----------------------------------------------------------------------------------------------------
+    replay_fraction: float = _f(
+        0.0,
+        "Add this fraction (of the new demonstrations) of already learned ones, sampled "
+        "from the live version's lineage, to rehearse them.",
+    )
+    # --- device --------------------------------------------------------------------------------------------------
+    device: str = _f("auto", "auto (cuda when available, else cpu), cpu, cuda or cuda:N.")
+    dtype: str = _f("auto", "Weights: auto (bfloat16 on CUDA, float32 on CPU), float32 or bfloat16.")
+    autocast: bool = _f(True, "bf16 autocast for the forward passes on CPU (~3x faster; log-probs move <= 0.1 nats).")
+    threads: int = _f(0, "torch CPU threads; 0 leaves torch's default.")
+
+    def __post_init__(self) -> None:
+        self.lora_targets = list(self.lora_targets)
+        checks = [
+            (self.method in METHODS, f"method must be one of {', '.join(METHODS)}"),
+            (self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}"),
+            (self.lr_schedule in ("cosine", "linear", "constant"), "lr_schedule must be cosine, linear or constant"),
+            (self.teacher in ("frozen", "ema"), "teacher must be frozen or ema"),
+            (self.top_k_support in ("student", "teacher"), "top_k_support must be student or teacher"),
+            (self.dtype in ("auto", "float32", "bfloat16"), "dtype must be auto, float32 or bfloat16"),
+            (self.lora_r > 0 and self.lora_alpha > 0, "lora_r and lora_alpha must be positive"),
+            (self.learning_rate > 0, "learning_rate must be positive"),
+            (self.temperature > 0, "temperature must be positive (rollouts are sampled)"),
+            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (self.batch_size > 0 and self.micro_batch_size > 0, "batch sizes must be positive"),
+            (self.steps >= 0 and self.epochs > 0 and self.min_steps >= 1, "steps >= 0, epochs > 0, min_steps >= 1"),
+            (0 <= self.jsd_beta <= 1 and 0 < self.ema_rate <= 1, "jsd_beta in [0, 1], ema_rate in (0, 1]"),
+            (0 <= self.replay_fraction <= 1, "replay_fraction must be in [0, 1]"),
+            (self.skip_first_tokens >= 0 and self.top_k >= 0, "skip_first_tokens and top_k must be >= 0"),
+            (
+                "{question}" in self.teacher_template and "{demonstration}" in self.teacher_template,
+                "teacher_template must contain {question} and {demonstration}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ApprenticeError(f"learner config: {message}")
+
+    @classmethod
+    def fields_help(cls) -> dict[str, str]:
+        return {f.name: f.metadata["help"] for f in dataclasses.fields(cls)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> LearnerConfig:
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ApprenticeError(f"learner config: unknown field(s) {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> LearnerConfig:
+        return self.from_dict({**self.to_dict(), **changes})
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> LearnerConfig:
+        """A named preset (see PRESETS) with `overrides` on top."""
+        if name not in PRESETS:
+            raise ApprenticeError(f"unknown learner preset {name!r}; choose one of {', '.join(PRESETS)}")
+        return cls.from_dict({**PRESETS[name], **overrides})
+
+    def optimizer_steps(self, n_examples: int) -> int:
+        """Steps for a round over `n_examples` prompts: `steps`, or epochs over them (at least min_steps)."""
+        if self.steps:
+            return self.steps
+        per_epoch = -(-n_examples // min(self.batch_size, max(n_examples, 1)))
+        return max(self.min_steps, round(self.epochs * per_epoch))
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's choices with LoRA's learning rate: what to start from on a strong in-context learner.
+    "paper": {},
+    # SmolLM2-135M on CPU: its rollouts at temperature 1.0 rarely reach the answer (SDFT.md), so sample cooler and
+    # train longer; lr 3e-4 is the top of the LoRA range and was the best in the prototype.
+    "builtin": {"learning_rate": 3e-4, "temperature": 0.7, "min_steps": 24, "epochs": 8.0, "max_new_tokens": 96},
+    # ~4B instruction models (e.g. Qwen3-4B-Instruct) on one GPU: bf16, the paper's sampling, a smaller lr.
+    "4b": {
+        "learning_rate": 1e-4,
+        "lora_r": 16,
+        "lora_alpha": 32,
+        "batch_size": 16,
+        "micro_batch_size": 4,
+        "epochs": 4.0,
+        "max_new_tokens": 512,
+        "dtype": "bfloat16",
+    },
+}
+
+
+def default_preset(model: str) -> str:
+    """The preset for a model spec: `builtin` for the built-in model, `paper` otherwise."""
+    return "builtin" if model.startswith("builtin:") else "paper"

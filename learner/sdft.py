@@ -1,0 +1,202 @@
+"""SDFT (self-distillation fine-tuning): on-policy rollouts from the student, then per-token divergence between the
+teacher (the live version, demonstration in its context) and the student (no demonstration) on those tokens.
+
+One step (`sdft_step`): sample one completion y per prompt from the current student (batched, KV cache, no grad,
+through a merged copy of the weights); teacher log-probs on [teacher prompt; y] without gradient; student log-probs
+on [student prompt; y] with gradient; loss = forward KL(teacher || student) over the full vocabulary per completion
+token (logits / temperature before log-softmax), the first `skip_first_tokens` tokens left out, mean over a
+sequence's tokens, then mean over the batch's sequences. Options: reverse KL, generalized JSD, top-k + tail bucket,
+EMA teacher (`learner.config.LearnerConfig`).
+
+Why not TRL's SDFTTrainer (trl 1.16, `trl.experimental.sdft`): with a LoRA model its teacher is either the adapter-
+disabled base or an EMA adapter started at zero, never the live version, so a second round would pull the student
+back to the original model; it left-truncates the teacher prompt (which can cut the question away); and its defaults
+(top-100 support, alpha 0.5, 8 generations) are not the paper's. Its loss helpers are small, but depending on trl (and
+its experimental API) for ~40 lines is not worth it, so the divergence is written here and tested against hand
+computations (tests/test_sdft.py). The importance ratio of the paper (fact 7) corrects vLLM-vs-trainer mismatch;
+rollouts here come from the trainer's own weights, so it is 1 and left out.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from learner.prompts import Prompt
+from learner.training import STUDENT, TEACHER, Session, refresh_rollout_model
+
+
+def divergence(student_logp: Any, teacher_logp: Any, kind: str, beta: float = 0.5) -> Any:
+    """Per-position divergence summed over the last axis, from log-probabilities (same support on both sides).
+
+    forward_kl = sum_v p_t (log p_t - log p_s); reverse_kl = sum_v p_s (log p_s - log p_t);
+    jsd = beta * KL(t || m) + (1 - beta) * KL(s || m) with m = beta * p_t + (1 - beta) * p_s."""
+    import math
+
+    import torch
+
+    if kind == "forward_kl":
+        return (teacher_logp.exp() * (teacher_logp - student_logp)).sum(-1)
+    if kind == "reverse_kl":
+        return (student_logp.exp() * (student_logp - teacher_logp)).sum(-1)
+    if kind == "jsd":
+        mix = torch.logsumexp(torch.stack([teacher_logp + math.log(beta), student_logp + math.log(1 - beta)]), dim=0)
+        kl_t = (teacher_logp.exp() * (teacher_logp - mix)).sum(-1)
+        kl_s = (student_logp.exp() * (student_logp - mix)).sum(-1)
+        return beta * kl_t + (1 - beta) * kl_s
+    raise ValueError(f"unknown divergence {kind!r}")
+
+
+def topk_logprobs(student: Any, teacher: Any, k: int, *, tail: bool, support: str) -> tuple[Any, Any]:
+    """Both sides' log-probs on one side's top-k tokens, plus a tail bucket (1 - captured mass) or renormalized."""
+    import torch
+
+    k = min(k, student.shape[-1])
+    indices = (student if support == "student" else teacher).topk(k, dim=-1).indices
+    out = []
+    for logits in (student, teacher):
+        logp = logits.gather(-1, indices) - logits.logsumexp(-1, keepdim=True)
+        if tail:
+            captured = logp.logsumexp(-1, keepdim=True).clamp(max=-1e-7)
+            logp = torch.cat([logp, torch.log(-torch.expm1(captured))], dim=-1)
+        else:
+            logp = logp - logp.logsumexp(-1, keepdim=True)
+        out.append(logp)
+    return out[0], out[1]
+
+
+def token_divergence(student_logits: Any, teacher_logits: Any, config: Any) -> Any:
+    """(B, C) divergence per completion position from (B, C, V) logits, both divided by the temperature first."""
+    student = student_logits.float() / config.temperature
+    teacher = teacher_logits.float() / config.temperature
+    if config.top_k:
+        s, t = topk_logprobs(student, teacher, config.top_k, tail=config.top_k_tail, support=config.top_k_support)
+    else:
+        s, t = student.log_softmax(-1), teacher.log_softmax(-1)
+    return divergence(s, t, config.loss, config.jsd_beta)
+
+
+def loss_mask(lengths: list[int], width: int, skip: int, device: Any = None) -> Any:
+    """(B, width) 1.0 on completion tokens that count: position >= skip and < the completion's length."""
+    import torch
+
+    pos = torch.arange(width, device=device).unsqueeze(0)
+    lens = torch.tensor(lengths, device=device).unsqueeze(1)
+    return ((pos >= skip) & (pos < lens)).float()
+
+
+def per_sequence_mean(per_token: Any, mask: Any) -> tuple[Any, Any]:
+    """(mean over each sequence's counted tokens, which sequences have any)."""
+    counts = mask.sum(-1)
+    return (per_token * mask).sum(-1) / counts.clamp(min=1), counts > 0
+
+
+def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int, device: Any) -> dict[str, Any]:
+    """Left-padded prompts followed by right-padded completions, so completion token j of every row sits at the same
+    column; with `logits_to_keep = C + 1`, logits[:, :-1] are the (B, C, V) predictions of the completion tokens."""
+    import torch
+
+    width_p = max(len(p) for p in prompts)
+    width_c = max(max(len(c) for c in completions), 1)
+    ids, mask = [], []
+    for p, c in zip(prompts, completions, strict=True):
+        left, right = width_p - len(p), width_c - len(c)
+        ids.append([pad_id] * left + p + c + [pad_id] * right)
+        mask.append([0] * left + [1] * (len(p) + len(c)) + [0] * right)
+    input_ids = torch.tensor(ids, device=device)
+    attention = torch.tensor(mask, device=device)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": input_ids, "attention_mask": attention, "position_ids": positions, "width_c": width_c}
+
+
+def completion_logits(session: Session, prompts: list[list[int]], completions: list[list[int]]) -> Any:
+    """(B, C, V) logits of the active adapter predicting each completion token after its prompt."""
+    batch = pack(prompts, completions, session.tokenizer.pad_token_id, session.device)
+    width_c = batch.pop("width_c")
+    with session.forward_context():
+        logits = session.model(**batch, logits_to_keep=width_c + 1, use_cache=False).logits
+    return logits[:, :-1]
+
+
+def rollout(session: Session, batch: list[Prompt]) -> list[list[int]]:
+    """One sampled completion per prompt from the current student, ending with its end-of-turn token if it ended."""
+    import torch
+    from transformers import GenerationConfig
+
+    cfg, tok = session.config, session.tokenizer
+    model = refresh_rollout_model(session)
+    longest = max(len(p.answer_ids) for p in batch)
+    budget = min(cfg.max_new_tokens, int(longest * cfg.new_tokens_factor) + cfg.new_tokens_margin)
+    stops = sorted({session.eot_id, tok.eos_token_id} - {None})
+    generation = GenerationConfig(
+        do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, max_new_tokens=budget,
+        eos_token_id=stops, pad_token_id=tok.pad_token_id,
+    )  # fmt: skip
+    enc = tok.pad({"input_ids": [p.student_ids for p in batch]}, return_tensors="pt").to(session.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), session.forward_context():
+            out = model.generate(**enc, generation_config=generation)
+    finally:
+        model.train(was_training)
+    completions = []
+    for row in out[:, enc["input_ids"].shape[1] :].tolist():
+        end = next((i for i, t in enumerate(row) if t in stops), None)
+        completions.append(row if end is None else row[: end + 1])
+    return completions
+
+
+def sdft_step(session: Session, batch: list[Prompt]) -> dict[str, Any]:
+    """Rollouts, teacher and student passes and backward for one optimizer step (the caller steps the optimizer)."""
+    import torch
+
+    cfg = session.config
+    t0 = time.perf_counter()
+    completions = rollout(session, batch)
+    t_gen = time.perf_counter() - t0
+    lengths = [len(c) for c in completions]
+    n_valid = sum(n > cfg.skip_first_tokens for n in lengths)
+    t_teacher = t_student = 0.0
+    loss_sum = kl_sum = 0.0
+    for start in range(0, len(batch), cfg.micro_batch_size):
+        part, comps = batch[start : start + cfg.micro_batch_size], completions[start : start + cfg.micro_batch_size]
+        t1 = time.perf_counter()
+        with torch.no_grad(), session.adapter(TEACHER):
+            teacher = completion_logits(session, [p.teacher_ids for p in part], comps)
+        t2 = time.perf_counter()
+        student = completion_logits(session, [p.student_ids for p in part], comps)
+        mask = loss_mask([len(c) for c in comps], student.shape[1], cfg.skip_first_tokens, session.device)
+        per_seq, valid = per_sequence_mean(token_divergence(student, teacher, cfg), mask)
+        if n_valid and valid.any():
+            (per_seq[valid].sum() / n_valid).backward()
+        loss_sum += float(per_seq[valid].detach().sum())
+        if cfg.loss != "forward_kl" or cfg.top_k:
+            with torch.no_grad():
+                full = cfg.__class__(**{**cfg.to_dict(), "loss": "forward_kl", "top_k": 0})
+                kl_seq, _ = per_sequence_mean(token_divergence(student, teacher, full), mask)
+                kl_sum += float(kl_seq[valid].sum())
+        t_teacher += t2 - t1
+        t_student += time.perf_counter() - t2
+    n = max(n_valid, 1)
+    return {
+        "loss": loss_sum / n,
+        "kl": (kl_sum if (cfg.loss != "forward_kl" or cfg.top_k) else loss_sum) / n,
+        "tokens": sum(lengths),
+        "loss_tokens": sum(max(0, n - cfg.skip_first_tokens) for n in lengths),
+        "completion_len_mean": sum(lengths) / len(lengths),
+        "generation_s": t_gen,
+        "teacher_s": t_teacher,
+        "student_s": t_student,
+    }
+
+
+def ema_update(session: Session) -> None:
+    """teacher <- (1 - rate) * teacher + rate * student (only with config.teacher == "ema")."""
+    import torch
+
+    params = dict(session.model.named_parameters())
+    with torch.no_grad():
+        for name, p in params.items():
+            if f".{TEACHER}." in name:
+                p.lerp_(params[name.replace(f".{TEACHER}.", f".{STUDENT}.")], session.config.ema_rate)

@@ -1,0 +1,297 @@
+"""The training loop shared by SDFT and SFT: one base model with a trainable LoRA adapter ("default", the student),
+for SDFT a frozen "teacher" adapter beside it, an AdamW optimizer with warm-up and decay, and the step loop.
+
+Lifelong semantics: with `parent_adapter` (the live version's adapter), the student continues that adapter and the
+teacher is an exact, frozen copy of it, so round k's teacher is the live version (base + rounds 1..k-1), not the
+original base. Without a parent (the live version is the base model) both start from a fresh LoRA whose B is zero,
+so the teacher equals the base model.
+
+    result = train(model_dir, examples, config, parent_adapter=None)   # no database needed
+    result.save(out_dir)                                              # a peft adapter folder (vLLM loads it)
+
+`learner.rounds.run_round` wraps this with the database, the lease and the atomic version directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from learner.config import LearnerConfig
+from learner.prompts import Example, Prompt, build_prompts, end_of_turn_id
+from storage.errors import ApprenticeError
+
+TEACHER = "teacher"
+STUDENT = "default"  # peft's default name: save_pretrained then writes the adapter at the folder's top level
+
+
+class TrainingStopped(ApprenticeError):
+    """Training was asked to stop (the round lost its lease, or the caller cancelled)."""
+
+
+@dataclass
+class Session:
+    """Everything a step needs: model (peft, two adapters), rollout copy, tokenizer, optimizer, device."""
+
+    model: Any
+    tokenizer: Any
+    config: LearnerConfig
+    device: Any
+    autocast: bool
+    eot_id: int
+    rollout_model: Any = None
+    merge_pairs: list[tuple[Any, Any]] = field(default_factory=list)
+    optimizer: Any = None
+    scheduler: Any = None
+
+    def forward_context(self) -> contextlib.AbstractContextManager:
+        import torch
+
+        if self.autocast:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def adapter(self, name: str) -> Iterator[None]:
+        """Run the enclosed forward passes with adapter `name`; the student is active (and trainable) again after."""
+        if name == STUDENT:
+            yield
+            return
+        self.model.base_model.set_adapter(name, inference_mode=True)
+        try:
+            yield
+        finally:
+            self.model.base_model.set_adapter(STUDENT)
+
+    def student_parameters(self) -> list[Any]:
+        return [p for n, p in self.model.named_parameters() if f".{STUDENT}." in n and "lora_" in n]
+
+    def save(self, out_dir: Path) -> None:
+        """The student adapter as a peft folder (adapter_config.json + adapter_model.safetensors)."""
+        self.model.save_pretrained(str(out_dir), selected_adapters=[STUDENT])
+
+
+def resolve_device(config: LearnerConfig) -> tuple[Any, Any, bool]:
+    """(device, weight dtype, bf16 autocast?) from the config: bf16 weights on CUDA, fp32 + autocast on CPU."""
+    import torch
+
+    name = config.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ApprenticeError("learner config asks for device cuda, but torch sees no CUDA device")
+    device = torch.device(name)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(config.dtype)
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    autocast = device.type == "cpu" and dtype == torch.float32 and config.autocast
+    return device, dtype, autocast
+
+
+def open_session(
+    model_dir: str, config: LearnerConfig, *, parent_adapter: str | None = None, total_steps: int = 1
+) -> Session:
+    """Load the base model, the student (parent adapter or fresh LoRA), the teacher copy and the optimizer."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from learner.model_files import load_model
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device, dtype, autocast = resolve_device(config)
+    base, tokenizer = load_model(model_dir, device=str(device), dtype=dtype)
+    rollout_model = copy.deepcopy(base) if config.method == "sdft" and config.merged_rollouts else None
+    if parent_adapter:
+        model = PeftModel.from_pretrained(base, parent_adapter, adapter_name=STUDENT, is_trainable=True)
+    else:
+        torch.manual_seed(config.seed)  # the fresh adapter's A matrices: reproducible from the seed
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=list(config.lora_targets),
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(base, lora)
+    session = Session(model, tokenizer, config, device, autocast, end_of_turn_id(tokenizer), rollout_model)
+    if config.method == "sdft":
+        _add_teacher(model)
+    if rollout_model is not None:
+        session.merge_pairs = _merge_pairs(model, rollout_model)
+        if not session.merge_pairs:
+            session.rollout_model = None  # an adapter shape we cannot merge by hand: generate through peft
+    model.train()
+    params = session.student_parameters()
+    assert params and all(p.requires_grad for p in params), "the student adapter must be trainable"
+    session.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    session.scheduler = torch.optim.lr_scheduler.LambdaLR(session.optimizer, _lr_lambda(config, total_steps))
+    return session
+
+
+def _add_teacher(model: Any) -> None:
+    """A frozen adapter "teacher" with the student's exact starting weights."""
+    import torch
+
+    model.add_adapter(TEACHER, copy.deepcopy(model.peft_config[STUDENT]))
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, p in params.items():
+            if f".{TEACHER}." in name:
+                p.copy_(params[name.replace(f".{TEACHER}.", f".{STUDENT}.")])
+                p.requires_grad_(False)
+    model.base_model.set_adapter(STUDENT)
+
+
+def _merge_pairs(model: Any, rollout_model: Any) -> list[tuple[Any, Any]]:
+    """(peft LoRA layer, same linear in the rollout copy) for every adapted module; [] if not plain LoRA."""
+    cfg = model.peft_config[STUDENT]
+    if getattr(cfg, "use_dora", False) or getattr(cfg, "fan_in_fan_out", False):
+        return []
+    plain = dict(rollout_model.named_modules())
+    pairs = []
+    for name, module in model.base_model.model.named_modules():
+        if hasattr(module, "lora_A") and STUDENT in module.lora_A:
+            pairs.append((module, plain[name]))
+    return pairs
+
+
+def refresh_rollout_model(session: Session) -> Any:
+    """The model to sample from: the rollout copy with W = W_base + scaling * B @ A of the current student."""
+    import torch
+
+    if session.rollout_model is None:
+        return session.model
+    with torch.no_grad():
+        for lora, linear in session.merge_pairs:
+            a, b = lora.lora_A[STUDENT].weight, lora.lora_B[STUDENT].weight
+            linear.weight.copy_(lora.base_layer.weight)
+            linear.weight.addmm_(b.to(linear.weight.dtype), a.to(linear.weight.dtype), alpha=lora.scaling[STUDENT])
+    return session.rollout_model
+
+
+def _lr_lambda(config: LearnerConfig, total: int) -> Callable[[int], float]:
+    warmup = math.ceil(config.warmup_ratio * total)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if config.lr_schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        if config.lr_schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def optimizer_step(session: Session) -> float:
+    """Clip, step, schedule, zero; returns the gradient norm before clipping."""
+    import torch
+
+    params = session.student_parameters()
+    max_norm = session.config.max_grad_norm or float("inf")
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    session.optimizer.step()
+    session.scheduler.step()
+    session.optimizer.zero_grad(set_to_none=True)
+    return float(norm)
+
+
+def batches(prompts: list[Prompt], config: LearnerConfig, steps: int) -> Iterator[list[Prompt]]:
+    """`steps` batches of min(batch_size, n) prompts, read from a stream of seeded, reshuffled epochs."""
+    rng = random.Random(config.seed)
+    size = min(config.batch_size, len(prompts))
+    stream: list[Prompt] = []
+    for _ in range(steps):
+        while len(stream) < size:
+            epoch = list(prompts)
+            rng.shuffle(epoch)
+            stream += epoch
+        yield stream[:size]
+        stream = stream[size:]
+
+
+@dataclass
+class TrainResult:
+    session: Session
+    steps: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    skipped: list[tuple[int | None, str]]
+    used: list[int | None]
+
+    def save(self, out_dir: Path) -> None:
+        self.session.save(out_dir)
+
+
+def train(
+    model_dir: str,
+    examples: list[Example],
+    config: LearnerConfig,
+    *,
+    parent_adapter: str | None = None,
+    on_step: Callable[[dict[str, Any], float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train on `examples` from `parent_adapter` (None: the base model) with `config.method`; no database.
+
+    `on_step(step_record, progress)` is called after every optimizer step; `should_stop()` True aborts with
+    TrainingStopped. Examples that do not fit their budgets are skipped and listed in the result."""
+    import torch
+
+    from learner import sdft, sft
+
+    torch.manual_seed(config.seed)
+    tokenizer = _tokenizer(model_dir)
+    prompts, skipped = build_prompts(tokenizer, examples, config)
+    if not prompts:
+        raise ApprenticeError("nothing to train on: " + ("; ".join(r for _, r in skipped) or "no demonstrations"))
+    total = config.optimizer_steps(len(prompts))
+    session = open_session(model_dir, config, parent_adapter=parent_adapter, total_steps=total)
+    step_fn = sdft.sdft_step if config.method == "sdft" else sft.sft_step
+    records: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for i, batch in enumerate(batches(prompts, config, total), start=1):
+        if should_stop is not None and should_stop():
+            raise TrainingStopped(f"training stopped after {i - 1} of {total} steps")
+        t0 = time.perf_counter()
+        lr = session.scheduler.get_last_lr()[0]
+        record = step_fn(session, batch)
+        record["grad_norm"] = optimizer_step(session)
+        if config.method == "sdft" and config.teacher == "ema":
+            sdft.ema_update(session)
+        record.update(step=i, lr=lr, seconds=time.perf_counter() - t0)
+        records.append(record)
+        if on_step is not None:
+            on_step(record, i / total)
+    metrics = summarize(records, time.perf_counter() - started)
+    metrics.update(examples=len(prompts), skipped=len(skipped))
+    return TrainResult(session, records, metrics, skipped, [p.demo_id for p in prompts])
+
+
+def _tokenizer(model_dir: str) -> Any:
+    from learner.model_files import load_tokenizer
+
+    return load_tokenizer(model_dir)
+
+
+def summarize(records: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """Round metrics from the step records: means, totals and the time split."""
+    n = max(len(records), 1)
+    out: dict[str, Any] = {"steps": len(records), "seconds": round(seconds, 3), "seconds_per_step": seconds / n}
+    for key in ("loss", "kl", "grad_norm"):
+        values = [r[key] for r in records if r.get(key) is not None]
+        if values:
+            out[f"{key}_first"], out[f"{key}_last"] = values[0], values[-1]
+            out[f"{key}_mean"] = sum(values) / len(values)
+    for key in ("generation_s", "teacher_s", "student_s", "tokens"):
+        out[f"{key}_total"] = sum(r.get(key, 0) for r in records)
+    return out
