@@ -1,0 +1,200 @@
+"""Review of demonstrations: approve, reject, edit, hold out (it becomes a probe), bulk import, the review queue.
+
+Every state change is one conditional UPDATE (`... WHERE status = 'pending'`): when two reviewers act on the same
+demonstration at once, exactly one wins and the other gets a Conflict naming the state it found; nothing is
+duplicated. A round reads the demonstrations' text when it starts, so an edit made while a round runs applies from
+the next round on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from sqlalchemy import Engine, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from storage.db import reading, transaction
+from storage.demonstrations import validate_messages
+from storage.errors import ApprenticeError, Conflict, NotFound
+from storage.models import DEMO_STATUSES, Demonstration, Probe, utcnow
+from storage.probes import ensure_skill, insert_probe
+
+
+def _decide(
+    session: Session, demo_id: int, values: dict[str, Any], *, allowed: tuple[str, ...] = ("pending",)
+) -> Demonstration:
+    done = session.execute(
+        update(Demonstration).where(Demonstration.id == demo_id, Demonstration.status.in_(allowed)).values(**values)
+    )
+    demo = session.get(Demonstration, demo_id)
+    if demo is None:
+        raise NotFound(f"no demonstration with id {demo_id}")
+    if done.rowcount != 1:
+        raise Conflict(f"demonstration {demo_id} is already {demo.status}")
+    session.refresh(demo)
+    return demo
+
+
+def approve(engine: Engine, *, demo_id: int, reviewer_id: int | None) -> Demonstration:
+    with transaction(engine) as s:
+        return _decide(s, demo_id, {"status": "approved", "reviewer_id": reviewer_id, "reviewed": utcnow()})
+
+
+def reject(engine: Engine, *, demo_id: int, reviewer_id: int | None, reason: str = "") -> Demonstration:
+    with transaction(engine) as s:
+        values = {"status": "rejected", "reviewer_id": reviewer_id, "reviewed": utcnow(), "note": reason.strip()}
+        return _decide(s, demo_id, values)
+
+
+def edit(
+    engine: Engine,
+    *,
+    demo_id: int,
+    corrected_answer: str | None = None,
+    skill: str | None = None,
+    editor_id: int | None = None,
+) -> Demonstration:
+    """Change the correction and/or the skill of a pending or approved demonstration ('' clears the skill)."""
+    values: dict[str, Any] = {}
+    if corrected_answer is not None:
+        if not corrected_answer.strip():
+            raise ApprenticeError("the corrected answer cannot be empty")
+        values["corrected_answer"] = corrected_answer
+    if skill is not None:
+        values["skill"] = skill.strip() or None
+    if not values:
+        raise ApprenticeError("nothing to change: give a corrected answer or a skill")
+    with transaction(engine) as s:
+        demo = _decide(s, demo_id, values, allowed=("pending", "approved"))
+        if demo.skill:
+            ensure_skill(s, demo.skill)
+        return demo
+
+
+def hold_out(
+    engine: Engine,
+    *,
+    demo_id: int,
+    reviewer_id: int | None,
+    skill: str | None = None,
+    grader: str | None = None,
+    answer: str | None = None,
+) -> Probe:
+    """Turn a pending demonstration into an evaluation probe of its skill (never trained on).
+
+    Default grading: when the demonstration has the model's original reply and it differs from the correction, a
+    `choice` between the two (does the version prefer the correction, by log-likelihood? it works for answers of
+    any length); otherwise `contains` with the corrected answer as reference. A reviewer may give a shorter
+    `answer` (a key phrase) and another `grader`."""
+    with transaction(engine) as s:
+        demo = _decide(s, demo_id, {"status": "held_out", "reviewer_id": reviewer_id, "reviewed": utcnow()})
+        skill = (skill or demo.skill or "").strip()
+        if not skill:
+            raise ApprenticeError("a held-out demonstration needs a skill: set one first")
+        corrected, original = demo.corrected_answer.strip(), demo.original_answer.strip()
+        if grader is None and answer is None and original and original != corrected:
+            grader, answer, choices = "choice", corrected, [corrected, original]
+        else:
+            grader, answer, choices = grader or "contains", (answer or corrected).strip(), None
+        return insert_probe(
+            s,
+            source=f"demonstration:{demo.id}",
+            external_id=f"demonstration-{demo.id}",
+            skill=skill,
+            messages=demo.messages,
+            answer=answer,
+            grader=grader,
+            choices=choices,
+        )
+
+
+def _key(messages: list[dict[str, str]], answer: str, skill: str | None) -> str:
+    return json.dumps([messages, answer.strip(), skill or None], sort_keys=True, ensure_ascii=False)
+
+
+def import_demonstrations(
+    engine: Engine, *, items: list[dict[str, Any]], approve: bool = False, reviewer_id: int | None = None
+) -> tuple[int, int]:
+    """Store demonstrations in one transaction (all or nothing): (added, already present). An item is
+    `{"messages", "answer", "skill"?, "original_answer"?}`; one identical to a stored demonstration (same context,
+    answer and skill) is skipped, so importing a file twice adds nothing."""
+    rows = []
+    for item in items:
+        messages = validate_messages(item.get("messages"))
+        answer = item.get("answer")
+        if not isinstance(answer, str) or not answer.strip():
+            raise ApprenticeError("the corrected answer cannot be empty")
+        rows.append((messages, answer, (item.get("skill") or "").strip() or None, item.get("original_answer") or ""))
+    now = utcnow()
+    with transaction(engine) as s:
+        known = {
+            _key(m, a, k)
+            for m, a, k in s.execute(
+                select(Demonstration.messages, Demonstration.corrected_answer, Demonstration.skill)
+            )
+        }
+        added = 0
+        for messages, answer, skill, original in rows:
+            if _key(messages, answer, skill) in known:
+                continue
+            known.add(_key(messages, answer, skill))
+            if skill:
+                ensure_skill(s, skill)
+            s.add(
+                Demonstration(
+                    messages=messages,
+                    corrected_answer=answer,
+                    original_answer=original,
+                    skill=skill,
+                    status="approved" if approve else "pending",
+                    reviewer_id=reviewer_id if approve else None,
+                    reviewed=now if approve else None,
+                    note="approved at import" if approve else "",
+                )
+            )
+            added += 1
+    return added, len(rows) - added
+
+
+def review_queue(
+    engine: Engine,
+    *,
+    status: str | None = "pending",
+    skill: str | None = None,
+    author_id: int | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    text: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[Demonstration]:
+    """Newest first, filtered; page on with `before_id` = the last id of the previous page (keyset pagination
+    stays fast at any depth)."""
+    if status is not None and status not in DEMO_STATUSES:
+        raise ApprenticeError(f"unknown status {status!r}; use one of {', '.join(DEMO_STATUSES)}")
+    query = select(Demonstration).order_by(Demonstration.id.desc()).limit(max(1, min(limit, 500)))
+    conditions = [
+        (status is not None, lambda: Demonstration.status == status),
+        (skill is not None, lambda: Demonstration.skill == skill),
+        (author_id is not None, lambda: Demonstration.author_id == author_id),
+        (since is not None, lambda: Demonstration.created >= since),
+        (until is not None, lambda: Demonstration.created < until),
+        (before_id is not None, lambda: Demonstration.id < before_id),
+    ]
+    for wanted, condition in conditions:
+        if wanted:
+            query = query.where(condition())
+    if text:
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        query = query.where(
+            or_(
+                Demonstration.corrected_answer.ilike(pattern, escape="\\"),
+                Demonstration.original_answer.ilike(pattern, escape="\\"),
+                func.cast(Demonstration.messages, type_=Demonstration.note.type).ilike(pattern, escape="\\"),
+            )
+        )
+    with reading(engine) as s:
+        return list(s.scalars(query))
