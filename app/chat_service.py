@@ -95,13 +95,12 @@ async def stream_turn(
         message_id = await asyncio.to_thread(_record_reply, state, cid, text, first.version, response_id)
         yield replace(_turn(finished, text, response_id, cid), message_id=message_id)
     finally:
-        if finished is None:
-            if first is not None and cid is not None:
-                # Cut off (client gone): keep what was produced. Synchronous on purpose: a cancelled task's awaits
-                # would be cancelled again before the write.
-                _record_reply(state, cid, text, first.version, response_id)
-                log.info("reply %s cut off after %d characters", response_id, len(text))
-            await stream.aclose()
+        if finished is None and first is not None and cid is not None:
+            # Cut off (client gone): keep what was produced. Synchronous on purpose: a cancelled task's awaits
+            # would be cancelled again before the write.
+            _record_reply(state, cid, text, first.version, response_id)
+            log.info("reply %s cut off after %d characters", response_id, len(text))
+        await stream.aclose()  # the engine frees the slot without awaiting, so this works while cancelled too
 
 
 def _turn(delta: Delta, text: str, response_id: str, conversation_id: int) -> TurnDelta:

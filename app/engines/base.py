@@ -10,8 +10,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from storage.errors import ApprenticeError
+
+BASE_VERSION = "v0"
+STOP_LIMIT = 4  # stop strings per request, as in OpenAI's API
 
 
 class EngineError(ApprenticeError):
@@ -19,7 +23,30 @@ class EngineError(ApprenticeError):
 
 
 class EngineBusy(ApprenticeError):
+    """Every generation slot is taken and the waiting line is full, or the wait ran out: try again later."""
+
     status = 503
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one server lets a request ask for (app.settings.Settings holds the configured values)."""
+
+    max_input_tokens: int = 4096
+    max_new_tokens: int = 1024
+    max_concurrent: int = 8
+    max_queued: int = 64
+    request_timeout: float = 300.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Limits:
+        return cls(
+            max_input_tokens=settings.max_input_tokens,
+            max_new_tokens=settings.max_new_tokens,
+            max_concurrent=settings.max_concurrent_generations,
+            max_queued=settings.max_queued_requests,
+            request_timeout=settings.request_timeout,
+        )
 
 
 @dataclass(frozen=True)
@@ -29,15 +56,41 @@ class Sampling:
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False  # generate max_tokens whatever the model says (benchmarks)
+
+
+def check_sampling(sampling: Sampling, limits: Limits, *, allow_zero_tokens: bool = False) -> None:
+    """Refuse sampling values out of range with a message naming the value and the limit."""
+    if not 0 <= sampling.temperature <= 2:
+        raise EngineError(f"temperature must be between 0 and 2, not {sampling.temperature}")
+    if not 0 < sampling.top_p <= 1:
+        raise EngineError(f"top_p must be greater than 0 and at most 1, not {sampling.top_p}")
+    if sampling.max_tokens < (0 if allow_zero_tokens else 1):
+        raise EngineError(f"max_tokens must be at least {0 if allow_zero_tokens else 1}, not {sampling.max_tokens}")
+    if sampling.max_tokens > limits.max_new_tokens:
+        raise EngineError(
+            f"max_tokens {sampling.max_tokens} is over this server's limit of {limits.max_new_tokens} (max_new_tokens)"
+        )
+    if len(sampling.stop) > STOP_LIMIT or not all(isinstance(s, str) and s for s in sampling.stop):
+        raise EngineError(f"stop takes at most {STOP_LIMIT} non-empty strings")
+
+
+def check_input_length(n_tokens: int, limits: Limits) -> None:
+    if n_tokens > limits.max_input_tokens:
+        raise EngineError(
+            f"the input is {n_tokens} tokens long, over this server's limit of {limits.max_input_tokens} tokens "
+            "(max_input_tokens); shorten the conversation"
+        )
 
 
 @dataclass
 class Delta:
     text: str
     version: str
-    finish_reason: str | None = None  # set on the last delta: "stop" | "length"
+    finish_reason: str | None = None  # set on the last delta: "stop" | "length" | "timeout"
     prompt_tokens: int = 0
     completion_tokens: int = 0  # running count
+    token_ids: tuple[int, ...] = ()  # on the last delta: every generated token id (for logprobs)
 
 
 @dataclass
@@ -46,6 +99,7 @@ class TokenLogprob:
     logprob: float | None  # None for the first token of an echoed prompt
     offset: int  # character offset in the text
     top: dict[str, float] = field(default_factory=dict)
+    token_id: int = -1
 
 
 class Engine(ABC):
@@ -80,12 +134,17 @@ class Engine(ABC):
         """Stream one assistant reply to a conversation (chat template applied, message text kept as text)."""
 
     @abstractmethod
-    def complete(self, prompt: str, sampling: Sampling, *, version: str | None = None) -> AsyncIterator[Delta]:
-        """Stream a raw text continuation of `prompt` (no chat template)."""
+    def complete(
+        self, prompt: str | list[int], sampling: Sampling, *, version: str | None = None
+    ) -> AsyncIterator[Delta]:
+        """Stream a raw continuation of `prompt` (text or token ids; no chat template). max_tokens may be 0."""
 
     @abstractmethod
-    async def prompt_logprobs(self, text: str, *, version: str | None = None, top: int = 0) -> list[TokenLogprob]:
-        """Log-probability of every token of `text` given the tokens before it (for /v1/completions echo)."""
+    async def prompt_logprobs(
+        self, prompt: str | list[int], *, version: str | None = None, top: int = 0
+    ) -> list[TokenLogprob]:
+        """Log-probability of every token of `prompt` given the tokens before it (for /v1/completions echo); the
+        first token's is None. `top` > 0 adds that many most likely tokens at each position."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Stop background work and free resources."""

@@ -1,0 +1,282 @@
+"""The embedded engine: one base model in memory (CPU, or CUDA when present), one peft LoRA adapter per version,
+every request served by one batching generation loop (app/engines/generation.py).
+
+    engine = TransformersEngine.from_folder(folder, device="auto", limits=Limits())
+    await engine.activate("v3", "/data/adapters/v3")       # hot swap; replies already streaming keep their version
+    async for delta in engine.chat(messages, Sampling(temperature=0)):
+        print(delta.text, end="")
+
+Version bookkeeping lives here: which versions are loaded, which is active, how many replies stream from each. A
+version that is replaced (or unloaded while replies stream from it) retires: it serves what it started and is
+unloaded when its last reply ends. Tested in tests/test_engine.py and tests/test_swap.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from app.engines.adapters import AdapterSet, read_adapter
+from app.engines.base import (
+    BASE_VERSION,
+    Delta,
+    Engine,
+    EngineError,
+    Limits,
+    Sampling,
+    TokenLogprob,
+    check_input_length,
+    check_sampling,
+)
+from app.engines.generation import BASE_ADAPTER, GenerationLoop, Job
+from app.engines.sampling import Detokenizer
+from learner.chat import encode_chat
+from storage.errors import Conflict, NotFound
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EngineError(f"device {device!r} asked for, but this machine has no CUDA GPU")
+    return device
+
+
+class TransformersEngine(Engine):
+    def __init__(self, model: Any, tokenizer: Any, *, limits: Limits | None = None, prefill_chunk: int = 256) -> None:
+        self.tokenizer = tokenizer
+        self.limits = limits or Limits()
+        self._gen = GenerationLoop(
+            model,
+            tokenizer,
+            max_batch=self.limits.max_concurrent,
+            max_waiting=self.limits.max_queued,
+            prefill_chunk=prefill_chunk,
+        )
+        self._adapters = AdapterSet(model, self._gen)
+        self._versions: dict[str, tuple[str, str | None]] = {BASE_VERSION: (BASE_ADAPTER, None)}  # name -> key, path
+        self._active = BASE_VERSION
+        self._inflight: collections.Counter[str] = collections.Counter()
+        self._retiring: set[str] = set()
+        self._state = threading.Lock()  # guards the four fields above; held only briefly
+        self._admin = threading.RLock()  # one load / unload / activate at a time
+        self._keys = itertools.count(1)
+
+    @classmethod
+    def from_folder(cls, folder: str, *, device: str = "auto", limits: Limits | None = None) -> TransformersEngine:
+        import torch
+
+        from learner.model_files import load_model
+
+        device = resolve_device(device)
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        model, tokenizer = load_model(folder, device=device, dtype=dtype)
+        return cls(model, tokenizer, limits=limits)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters of the generation loop: steps, tokens, the most rows one step has decoded."""
+        return dict(self._gen.stats)
+
+    @property
+    def active(self) -> str:
+        return self._active
+
+    def loaded(self) -> list[str]:
+        with self._state:
+            return [name for name in self._versions if name not in self._retiring]
+
+    # ---- versions
+
+    async def load(self, name: str, adapter_path: str | None) -> None:
+        await asyncio.to_thread(self._load, name, adapter_path)
+
+    async def unload(self, name: str) -> None:
+        await asyncio.to_thread(self._unload, name)
+
+    async def activate(self, name: str, adapter_path: str | None) -> None:
+        await asyncio.to_thread(self._activate, name, adapter_path)
+
+    def _load(self, name: str, adapter_path: str | None) -> None:
+        if not name or len(name) > 120 or name != name.strip():
+            raise EngineError(f"a version name needs 1 to 120 characters without surrounding spaces, not {name!r}")
+        with self._admin:
+            path = str(Path(adapter_path).resolve()) if adapter_path else None
+            with self._state:
+                if name in self._versions:
+                    if self._versions[name][1] != path:
+                        raise Conflict(f"version {name!r} is loaded from another folder; give a new version a new name")
+                    self._retiring.discard(name)
+                    return
+            if path is None:
+                raise EngineError(f"version {name!r} needs an adapter folder (only {BASE_VERSION} is the base model)")
+            config, weights = read_adapter(path, self._gen.device)
+            key = f"adapter{next(self._keys)}"  # peft keys cannot hold every character a version name may
+            self._gen.call(lambda: self._adapters.inject(key, config, weights)).result()
+            with self._state:
+                self._versions[name] = (key, path)
+            log.info("loaded version %s from %s", name, path)
+
+    def _unload(self, name: str) -> None:
+        with self._admin:
+            with self._state:
+                if name == BASE_VERSION:
+                    raise Conflict(f"{BASE_VERSION} is the base model and cannot be unloaded")
+                if name not in self._versions or name in self._retiring:
+                    raise NotFound(f"model version {name!r} is not loaded")
+                if name == self._active:
+                    raise Conflict(f"version {name!r} is active; activate another version before unloading it")
+            self._retire(name)
+
+    def _activate(self, name: str, adapter_path: str | None) -> None:
+        with self._admin:
+            self._load(name, adapter_path)
+            with self._state:
+                old, self._active = self._active, name
+            if old != name:
+                log.info("activated version %s (was %s)", name, old)
+                if old != BASE_VERSION:
+                    self._retire(old)
+
+    def _retire(self, name: str) -> None:
+        """Unload now if no reply streams from `name`, else when its last reply ends (see `_release`)."""
+        with self._state:
+            if self._inflight[name] > 0:
+                self._retiring.add(name)
+                return
+            key = self._versions.pop(name)[0]
+        self._gen.call(lambda: self._adapters.delete(key)).result()
+        log.info("unloaded version %s", name)
+
+    def _acquire(self, version: str | None) -> tuple[str, str]:
+        with self._state:
+            name = version or self._active
+            if name not in self._versions or name in self._retiring:
+                loaded = ", ".join(n for n in self._versions if n not in self._retiring)
+                raise NotFound(f"model version {name!r} is not loaded (loaded: {loaded})")
+            self._inflight[name] += 1
+            return name, self._versions[name][0]
+
+    def _release(self, name: str) -> None:
+        with self._state:
+            self._inflight[name] -= 1
+            if self._inflight[name] > 0 or name not in self._retiring:
+                return
+            self._retiring.discard(name)
+            key = self._versions.pop(name)[0]
+        try:
+            future = self._gen.call(lambda: self._adapters.delete(key))
+        except RuntimeError:  # the engine is closing
+            return
+        future.add_done_callback(lambda f: f.exception() and log.error("unloading %s failed: %s", name, f.exception()))
+        log.info("unloading retired version %s", name)
+
+    # ---- generation
+
+    def chat(
+        self, messages: list[dict[str, str]], sampling: Sampling, *, version: str | None = None
+    ) -> AsyncIterator[Delta]:
+        return self._stream(lambda: encode_chat(self.tokenizer, messages), sampling, version)
+
+    def complete(
+        self, prompt: str | list[int], sampling: Sampling, *, version: str | None = None
+    ) -> AsyncIterator[Delta]:
+        return self._stream(lambda: self._ids(prompt), sampling, version, allow_zero_tokens=True)
+
+    def _ids(self, prompt: str | list[int]) -> list[int]:
+        ids = list(prompt) if isinstance(prompt, list) else self.tokenizer(prompt)["input_ids"]
+        if not ids:
+            raise EngineError("the prompt is empty")
+        vocab = len(self.tokenizer)
+        if any(not isinstance(i, int) or not 0 <= i < vocab for i in ids):
+            raise EngineError(f"prompt token ids must be integers from 0 to {vocab - 1}")
+        return ids
+
+    async def _stream(
+        self, encode: Any, sampling: Sampling, version: str | None, *, allow_zero_tokens: bool = False
+    ) -> AsyncIterator[Delta]:
+        check_sampling(sampling, self.limits, allow_zero_tokens=allow_zero_tokens)
+        ids = encode()
+        check_input_length(len(ids), self.limits)
+        name, key = self._acquire(version)
+        released, job = False, None
+        try:
+            if sampling.max_tokens == 0:  # echo-only completions: nothing to generate
+                released = self._release_once(name, released)
+                yield Delta(text="", version=name, finish_reason="length", prompt_tokens=len(ids))
+                return
+            queue: asyncio.Queue[Delta | BaseException] = asyncio.Queue()
+            job = Job(
+                prompt=ids,
+                adapter=key,
+                version=name,
+                sampling=sampling,
+                deadline=time.monotonic() + self.limits.request_timeout,
+                emit=_emitter(asyncio.get_running_loop(), queue),
+            )
+            self._gen.submit(job)
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if item.finish_reason is not None:
+                    released = self._release_once(name, released)  # before the last yield: a caller may stop there
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            if job is not None:
+                self._gen.cancel(job)  # frees the slot at the next step; harmless once finished
+            self._release_once(name, released)
+
+    def _release_once(self, name: str, released: bool) -> bool:
+        if not released:
+            self._release(name)
+        return True
+
+    async def prompt_logprobs(
+        self, prompt: str | list[int], *, version: str | None = None, top: int = 0
+    ) -> list[TokenLogprob]:
+        ids = self._ids(prompt)
+        check_input_length(len(ids), self.limits)
+        name, key = self._acquire(version)
+        try:
+            rows = await asyncio.wrap_future(self._gen.call(lambda: self._gen.score(ids, key, top)))
+        finally:
+            self._release(name)
+        detok = Detokenizer(self.tokenizer, skip_special_tokens=False)
+        out, offset = [], 0
+        for token_id, (logprob, alternatives) in zip(ids, rows, strict=True):
+            top_texts: dict[str, float] = {}
+            for alt, value in alternatives.items():
+                top_texts.setdefault(self._token_text(alt), value)  # two ids may print alike: keep the likelier
+            out.append(TokenLogprob(self._token_text(token_id), logprob, offset, top_texts, token_id))
+            offset += len(detok.add(token_id))
+        return out
+
+    def _token_text(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._gen.close)
+
+
+def _emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> Any:
+    def emit(item: Delta | BaseException) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the caller's event loop is closed: nobody is listening any more
+            pass
+
+    return emit
