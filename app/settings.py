@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from learner.config import LearnerConfig, default_preset
 from learner.model_files import BUILTIN, default_cache_dir
 from storage.errors import ApprenticeError
 
@@ -46,6 +47,35 @@ class Settings(BaseSettings):
     vllm_base_model: str = Field(
         "", description="Name vLLM serves the base model under (version v0); default: the --model value."
     )
+
+    # learning (learner/; `apprentice learn`)
+    learn_method: Literal["sdft", "sft"] = Field("sdft", description="Training method of scheduled and CLI rounds.")
+    learn_preset: str = Field(
+        "", description="Learner preset: builtin, 4b or paper; default: builtin for the built-in model, else paper."
+    )
+    learn_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="LearnerConfig fields over the preset, as JSON, e.g. APPRENTICE_LEARN_CONFIG='{\"steps\": 40}'.",
+    )
+    learn_interval_minutes: float = Field(
+        60.0, ge=0, description="Minutes between scheduled rounds (0: no interval schedule; see learn_cron)."
+    )
+    learn_cron: str = Field("", description="Crontab schedule for rounds ('0 3 * * *'); replaces the interval.")
+    learn_min_demos: int = Field(
+        4, ge=1, description="A scheduled round starts only with at least this many newly approved demonstrations."
+    )
+    learn_activate: bool = Field(
+        False, description="Make a scheduled round's version live at once (only while no evaluation gate decides)."
+    )
+    learn_in_server: bool = Field(
+        True, description="Run the learning scheduler inside `apprentice serve` (off when `learn --daemon` runs)."
+    )
+    learn_misfire_grace_s: int = Field(600, ge=1, description="A scheduled round late by up to this still runs.")
+
+    def learner_config(self, **overrides: Any) -> LearnerConfig:
+        """The LearnerConfig of this deployment: preset, then learn_method and learn_config, then `overrides`."""
+        preset = self.learn_preset or default_preset(self.model)
+        return LearnerConfig.preset(preset, **{"method": self.learn_method, **self.learn_config, **overrides})
 
     @property
     def db_url(self) -> str:

@@ -32,7 +32,7 @@ def sft_step(session: Session, batch: list[Prompt]) -> dict[str, Any]:
             logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum"
         )
         (loss / total_tokens).backward()
-        loss_sum += float(loss)
+        loss_sum += float(loss.detach())
         t_student += time.perf_counter() - t0
     return {
         "loss": loss_sum / total_tokens,

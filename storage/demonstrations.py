@@ -64,3 +64,40 @@ def list_demonstrations(engine: Engine, *, status: str | None = None, limit: int
         query = query.where(Demonstration.status == status)
     with reading(engine) as s:
         return list(s.scalars(query))
+
+
+def get_demonstrations(engine: Engine, *, ids: list[int]) -> list[Demonstration]:
+    """The demonstrations with these ids, in id order (missing ids are left out)."""
+    with reading(engine) as s:
+        return list(s.scalars(select(Demonstration).where(Demonstration.id.in_(ids)).order_by(Demonstration.id)))
+
+
+def list_unlearned(engine: Engine, *, version: str) -> list[Demonstration]:
+    """Approved demonstrations that `version` (with its ancestors) has not learned: what its next round trains on."""
+    from storage.rounds import learned_demo_ids
+
+    learned = learned_demo_ids(engine, version=version)
+    with reading(engine) as s:
+        approved = s.scalars(select(Demonstration).where(Demonstration.status == "approved").order_by(Demonstration.id))
+        return [d for d in approved if d.id not in learned]
+
+
+def list_learned(engine: Engine, *, version: str) -> list[Demonstration]:
+    """Approved demonstrations `version`'s lineage has learned (the pool a round's replay samples from)."""
+    from storage.rounds import learned_demo_ids
+
+    learned = learned_demo_ids(engine, version=version)
+    with reading(engine) as s:
+        approved = s.scalars(select(Demonstration).where(Demonstration.status == "approved").order_by(Demonstration.id))
+        return [d for d in approved if d.id in learned]
+
+
+def count_fresh(engine: Engine) -> int:
+    """Approved demonstrations no succeeded round has learned yet, whatever became of its version: what the
+    scheduler counts before starting a round (a rejected candidate's demonstrations do not re-trigger rounds)."""
+    from storage.rounds import ever_learned_demo_ids
+
+    learned = ever_learned_demo_ids(engine)
+    with reading(engine) as s:
+        approved = s.scalars(select(Demonstration.id).where(Demonstration.status == "approved"))
+        return sum(1 for i in approved if i not in learned)

@@ -1,0 +1,156 @@
+"""`apprentice learn --now | --daemon`: run one learning round now, or the learning schedule as its own process.
+
+    apprentice learn --now [--method sdft|sft] [--activate] [--steps N] [--preset builtin] [--set lr=1e-4 ...]
+    apprentice learn --daemon        # the scheduler of `apprentice serve`, alone (set APPRENTICE_LEARN_IN_SERVER=0)
+    apprentice learn --config        # the effective LearnerConfig with each field's help
+
+`start_learning(settings)` is what `apprentice serve` calls to run the schedule inside the web app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from typing import Any
+
+from app.services import model_folder, open_database
+from app.settings import Settings
+from learner.config import LearnerConfig
+from learner.scheduler import LearnJob, start_scheduler
+from storage.errors import ApprenticeError
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser("learn", help="learn from approved demonstrations (one round now, or on a schedule)",
+                            parents=[common])  # fmt: skip
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--now", action="store_true", help="run one round now and wait for it")
+    mode.add_argument("--daemon", action="store_true", help="run the learning schedule until stopped")
+    mode.add_argument("--config", action="store_true", help="print the effective learner configuration and exit")
+    parser.add_argument("--method", choices=("sdft", "sft"), help="training method (APPRENTICE_LEARN_METHOD; sdft)")
+    parser.add_argument("--activate", action="store_true", help="make the new version live at once (no gate)")
+    parser.add_argument("--steps", type=int, help="optimizer steps (default: from epochs and the demonstrations)")
+    parser.add_argument("--preset", help="learner preset: builtin, 4b or paper (APPRENTICE_LEARN_PRESET)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a LearnerConfig field (JSON value or text); repeatable")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print the outcome as JSON (--now)")
+    parser.set_defaults(handler=learn_command)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ApprenticeError(f"--set wants FIELD=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def config_from(args: argparse.Namespace, settings: Settings) -> LearnerConfig:
+    if args.preset:
+        settings = settings.model_copy(update={"learn_preset": args.preset})
+    overrides = parse_overrides(args.set)
+    if args.method:
+        overrides["method"] = args.method
+    if args.steps is not None:
+        overrides["steps"] = args.steps
+    return settings.learner_config(**overrides)
+
+
+def learn_command(args: argparse.Namespace, settings: Settings) -> int:
+    config = config_from(args, settings)
+    if args.config:
+        helps = LearnerConfig.fields_help()
+        for key, value in config.to_dict().items():
+            print(f"{key} = {json.dumps(value)}\n    {helps[key]}")
+        return 0
+    if args.daemon:
+        return daemon(settings, config)
+    return learn_now(args, settings, config)
+
+
+def learn_now(args: argparse.Namespace, settings: Settings, config: LearnerConfig) -> int:
+    from tqdm import tqdm
+
+    from learner.rounds import run_round
+
+    engine = open_database(settings)
+    folder = model_folder(settings)
+    bar = tqdm(desc=f"{config.method} round", unit="step", disable=args.json)
+
+    def on_step(record: dict[str, Any], progress: float) -> None:
+        if bar.total is None and progress > 0:
+            bar.total = round(record["step"] / progress)
+        shown = {"loss": record["loss"], "kl": record.get("kl"), "s/step": record["seconds"]}
+        bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items() if v is not None})
+        bar.update(1)
+
+    try:
+        outcome = run_round(
+            engine, model_dir=folder, data_dir=settings.data_dir, config=config, activate=args.activate,
+            on_step=on_step,
+        )  # fmt: skip
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps({k: v for k, v in vars(outcome).items() if k != "metrics"} | {"metrics": outcome.metrics}))
+        return 0
+    for item in outcome.skipped:
+        print(f"skipped: {item['reason']}")
+    print(outcome.message)
+    return 0
+
+
+def learn_job(settings: Settings, config: LearnerConfig) -> LearnJob:
+    return LearnJob(
+        db_url=settings.db_url,
+        data_dir=str(settings.data_dir.resolve()),
+        model_dir=model_folder(settings),
+        config=config.to_dict(),
+        min_demos=settings.learn_min_demos,
+        activate=settings.learn_activate,
+    )
+
+
+def start_learning(settings: Settings, **kwargs: Any) -> Any:
+    """Start the learning schedule from the settings (a BackgroundScheduler; call .shutdown() on exit)."""
+    return start_scheduler(
+        learn_job(settings, settings.learner_config()),
+        interval_minutes=settings.learn_interval_minutes,
+        cron=settings.learn_cron,
+        misfire_grace_s=settings.learn_misfire_grace_s,
+        **kwargs,
+    )
+
+
+def daemon(settings: Settings, config: LearnerConfig) -> int:
+    open_database(settings)
+    stop = threading.Event()
+
+    def report(result: dict[str, Any]) -> None:
+        print(f"[learn] {result.get('status')}: {result.get('message')}", flush=True)
+
+    scheduler = start_scheduler(
+        learn_job(settings, config),
+        interval_minutes=settings.learn_interval_minutes,
+        cron=settings.learn_cron,
+        misfire_grace_s=settings.learn_misfire_grace_s,
+        on_result=report,
+        run_now=True,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    when = f"cron {settings.learn_cron!r}" if settings.learn_cron else f"every {settings.learn_interval_minutes:g} min"
+    print(f"learning daemon on {settings.db_url}: {when}, at least {settings.learn_min_demos} new demos", flush=True)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        scheduler.shutdown(wait=True)
+    return 0

@@ -1,0 +1,232 @@
+"""One learning round against the database: approved demonstrations the live version has not learned (plus an
+optional replay sample) -> train (SDFT or SFT) from the live version -> a new version directory written atomically
+-> the round recorded and the version registered as a candidate.
+
+    outcome = run_round(engine, model_dir=folder, data_dir=Path("data"), config=LearnerConfig.preset("builtin"))
+    outcome.status   # "succeeded" | "nothing"; a failure raises RoundFailed after recording the error
+
+Only one round runs at a time across processes: the "learner" lease, renewed by a heartbeat thread while training
+(a round that loses it stops). A process killed mid-round leaves a "running" round and maybe a `.tmp-*` folder;
+whoever takes the lease next (`run_round` or `recover`) marks that round failed and deletes the leftovers. The round
+never touches the serving model: it loads its own copy of the base weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from learner.adapters import remove_leftovers, verify_adapter, write_version_dir
+from learner.config import LearnerConfig
+from learner.prompts import Example, build_prompts
+from storage import demonstrations, leases, rounds, versions
+from storage.errors import ApprenticeError, Conflict
+
+LEASE = "learner"
+ABANDONED = "the process running this round stopped before it finished (killed or crashed); no version was written"
+log = logging.getLogger(__name__)
+
+
+class RoundFailed(ApprenticeError):
+    status = 500
+
+
+@dataclass
+class RoundOutcome:
+    status: str  # "succeeded" | "nothing"
+    message: str
+    round_id: int | None = None
+    version: str | None = None
+    parent: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Heartbeat(threading.Thread):
+    """Renews the lease every ttl/3 seconds; sets `lost` when it cannot (training then stops)."""
+
+    def __init__(self, engine: Engine, owner: str, ttl_s: float) -> None:
+        super().__init__(daemon=True, name="learner-lease")
+        self.engine, self.owner, self.ttl_s = engine, owner, ttl_s
+        self.lost = False
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.ttl_s / 3):
+            try:
+                ok = leases.renew(self.engine, name=LEASE, owner=self.owner, ttl_s=self.ttl_s)
+            except Exception:  # a busy database: try again next beat, the expiry leaves slack
+                log.warning("could not renew the learner lease", exc_info=True)
+                continue
+            if not ok:
+                self.lost = True
+                return
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+def recover(engine: Engine, data_dir: Path, *, owner: str | None = None) -> list[int]:
+    """Mark rounds left running by a dead process failed and delete their leftovers. Needs the lease: takes it
+    briefly unless `owner` already holds it; returns [] when another live process is running a round."""
+    own = owner or leases.make_owner()
+    if owner is None and not leases.acquire(engine, name=LEASE, owner=own, ttl_s=60):
+        return []
+    try:
+        failed = rounds.fail_abandoned(engine, error=ABANDONED)
+        names = [f"v{i}" for i in failed]
+        registered = {v.name for v in versions.list_versions(engine)}
+        remove_leftovers(data_dir / "versions", [n for n in names if n not in registered])
+        for i in failed:
+            log.warning("training round %s was abandoned by a dead process; marked failed", i)
+        return failed
+    finally:
+        if owner is None:
+            leases.release(engine, name=LEASE, owner=own)
+
+
+def _select(engine: Engine, parent: str, config: LearnerConfig) -> tuple[list[Any], list[Any]]:
+    new = demonstrations.list_unlearned(engine, version=parent)
+    replay: list[Any] = []
+    if new and config.replay_fraction > 0:
+        pool = demonstrations.list_learned(engine, version=parent)
+        k = min(len(pool), round(config.replay_fraction * len(new)))
+        replay = random.Random(config.seed).sample(pool, k)
+    return new, replay
+
+
+def _version_name(engine: Engine, round_id: int) -> str:
+    taken = {v.name for v in versions.list_versions(engine)}
+    name, n = f"v{round_id}", 1
+    while name in taken:
+        name, n = f"v{round_id}.{n}", n + 1
+    return name
+
+
+def run_round(
+    engine: Engine,
+    *,
+    model_dir: str,
+    data_dir: Path,
+    config: LearnerConfig,
+    parent: str | None = None,
+    activate: bool = False,
+    min_demos: int = 1,
+    on_step: Callable[[dict[str, Any], float], None] | None = None,
+    lease_ttl_s: float = 120.0,
+) -> RoundOutcome:
+    """Run one round from `parent` (default: the live version). Raises Conflict when another round runs,
+    AdapterCorrupt when the parent's adapter fails its checksum, RoundFailed when training or writing failed."""
+    owner = leases.make_owner()
+    if not leases.acquire(engine, name=LEASE, owner=owner, ttl_s=lease_ttl_s):
+        raise Conflict(f"a learning round is already running ({leases.holder(engine, name=LEASE)})")
+    beat = Heartbeat(engine, owner, lease_ttl_s)
+    beat.start()
+    try:
+        recover(engine, data_dir, owner=owner)
+        return _run_locked(engine, model_dir, data_dir, config, parent, activate, min_demos, on_step, owner, beat)
+    finally:
+        beat.stop()
+        leases.release(engine, name=LEASE, owner=owner)
+
+
+def _run_locked(
+    engine: Engine,
+    model_dir: str,
+    data_dir: Path,
+    config: LearnerConfig,
+    parent_name: str | None,
+    activate: bool,
+    min_demos: int,
+    on_step: Callable[[dict[str, Any], float], None] | None,
+    owner: str,
+    beat: Heartbeat,
+) -> RoundOutcome:
+    from learner.model_files import load_tokenizer
+    from learner.training import train
+
+    parent = versions.get_version(engine, name=parent_name) if parent_name else versions.active_version(engine)
+    new, replay = _select(engine, parent.name, config)
+    examples = [Example(d.messages, d.corrected_answer, d.id) for d in new + replay]
+    prompts, skipped_pairs = build_prompts(load_tokenizer(model_dir), examples, config)
+    skipped = [{"demonstration": i, "reason": r} for i, r in skipped_pairs]
+    usable = {p.demo_id for p in prompts}
+    new_ids = [d.id for d in new if d.id in usable]
+    if len(new_ids) < min_demos:
+        why = f"{len(new_ids)} usable approved demonstration(s) that {parent.name} has not learned"
+        return RoundOutcome("nothing", f"nothing to learn: {why} (need {min_demos})", parent=parent.name,
+                            skipped=skipped)  # fmt: skip
+    if parent.adapter_path:
+        verify_adapter(parent.adapter_path, parent.checksum)
+    replay_ids = [d.id for d in replay if d.id in usable]
+    rnd = rounds.create_round(
+        engine,
+        method=config.method,
+        parent_version=parent.name,
+        hyperparameters=config.to_dict(),
+        owner=owner,
+        demo_ids=new_ids,
+        replay_ids=replay_ids,
+    )
+    try:
+        rounds.mark_running(engine, round_id=rnd.id)
+
+        def step_hook(record: dict[str, Any], progress: float) -> None:
+            rounds.record_step(engine, round_id=rnd.id, step=record, progress=progress)
+            if on_step is not None:
+                on_step(record, progress)
+
+        usable_examples = [e for e in examples if e.demo_id in usable]
+        result = train(
+            model_dir,
+            usable_examples,
+            config,
+            parent_adapter=parent.adapter_path,
+            on_step=step_hook,
+            should_stop=lambda: beat.lost,
+        )
+        metrics = {**result.metrics, "demonstrations": len(new_ids), "replayed": len(replay_ids), "skipped": skipped}
+        name = _version_name(engine, rnd.id)
+        manifest = {
+            "parent": parent.name,
+            "base_model": model_dir,
+            "round": rnd.id,
+            "method": config.method,
+            "demonstrations": new_ids,
+            "replay": replay_ids,
+            "hyperparameters": config.to_dict(),
+            "lora": result.session.model.peft_config["default"].to_dict(),
+            "metrics": metrics,
+        }
+        path, checksum = write_version_dir(data_dir / "versions", name, save=result.save, manifest=manifest)
+        try:
+            rounds.succeed_round(
+                engine, round_id=rnd.id, version=name, adapter_path=str(path), checksum=checksum, metrics=metrics
+            )
+        except BaseException:
+            remove_leftovers(data_dir / "versions", [name])
+            raise
+    except BaseException as e:
+        error = str(e) if isinstance(e, ApprenticeError) else f"{type(e).__name__}: {e}"
+        log.error("training round %s failed: %s\n%s", rnd.id, error, traceback.format_exc())
+        rounds.fail_round(engine, round_id=rnd.id, error=error or type(e).__name__)
+        if isinstance(e, Exception):
+            raise RoundFailed(f"training round {rnd.id} failed: {error}") from e
+        raise
+    if activate:
+        versions.set_active(engine, name=name)
+    state = "active" if activate else "candidate"
+    message = (
+        f"round {rnd.id} succeeded: version {name} ({state}) from {parent.name}, {len(new_ids)} demonstration(s)"
+        f"{f' + {len(replay_ids)} replayed' if replay_ids else ''}, {metrics['steps']} steps in "
+        f"{metrics['seconds']:.0f} s{f'; {len(skipped)} skipped' if skipped else ''}"
+    )
+    return RoundOutcome("succeeded", message, rnd.id, name, parent.name, metrics, skipped)

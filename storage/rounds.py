@@ -1,0 +1,179 @@
+"""Training rounds: their life (queued -> running -> succeeded | failed), live progress and per-step metrics, the
+lineage rows (which demonstrations a round learned) and the candidate version a successful round registers.
+
+A version and the success of its round are written in one transaction, so no version exists without a finished
+round, and a failed round leaves none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+
+from storage.db import reading, transaction
+from storage.errors import ApprenticeError, Conflict, NotFound
+from storage.models import ModelVersion, RoundDemonstration, TrainingRound, utcnow
+
+UNFINISHED = ("queued", "running")
+
+
+def create_round(
+    engine: Engine,
+    *,
+    method: str,
+    parent_version: str,
+    hyperparameters: dict[str, Any],
+    owner: str,
+    demo_ids: list[int],
+    replay_ids: list[int] | None = None,
+) -> TrainingRound:
+    """A queued round with its lineage rows (the demonstrations it will learn; replayed ones flagged)."""
+    with transaction(engine) as s:
+        rnd = TrainingRound(
+            status="queued", method=method, parent_version=parent_version, hyperparameters=hyperparameters, owner=owner
+        )
+        s.add(rnd)
+        s.flush()
+        s.add_all(RoundDemonstration(round_id=rnd.id, demonstration_id=i, replay=False) for i in demo_ids)
+        s.add_all(RoundDemonstration(round_id=rnd.id, demonstration_id=i, replay=True) for i in replay_ids or [])
+        return rnd
+
+
+def _update_unfinished(engine: Engine, round_id: int, **values: Any) -> TrainingRound:
+    with transaction(engine) as s:
+        done = s.execute(
+            update(TrainingRound)
+            .where(TrainingRound.id == round_id, TrainingRound.status.in_(UNFINISHED))
+            .values(**values)
+        )
+        rnd = s.get(TrainingRound, round_id)
+        if rnd is None:
+            raise NotFound(f"no training round {round_id}")
+        if done.rowcount != 1:
+            raise Conflict(f"training round {round_id} is already {rnd.status}")
+        s.refresh(rnd)
+        return rnd
+
+
+def mark_running(engine: Engine, *, round_id: int, hyperparameters: dict[str, Any] | None = None) -> TrainingRound:
+    values: dict[str, Any] = {"status": "running", "started": utcnow()}
+    if hyperparameters is not None:
+        values["hyperparameters"] = hyperparameters
+    return _update_unfinished(engine, round_id, **values)
+
+
+def record_step(engine: Engine, *, round_id: int, step: dict[str, Any], progress: float) -> None:
+    """Append one optimizer step's metrics and set the progress fraction (read live by the UI)."""
+    with transaction(engine) as s:
+        rnd = s.get(TrainingRound, round_id)
+        if rnd is None or rnd.status != "running":
+            raise Conflict(f"training round {round_id} is not running")
+        rnd.steps = [*rnd.steps, step]
+        rnd.progress = max(0.0, min(1.0, progress))
+
+
+def fail_round(engine: Engine, *, round_id: int, error: str, metrics: dict[str, Any] | None = None) -> TrainingRound:
+    values: dict[str, Any] = {"status": "failed", "error": error or "failed", "finished": utcnow()}
+    if metrics is not None:
+        values["metrics"] = metrics
+    return _update_unfinished(engine, round_id, **values)
+
+
+def fail_abandoned(engine: Engine, *, error: str, keep: int | None = None) -> list[int]:
+    """Mark every queued or running round (but `keep`) failed. Call it only while holding the learner lease: then
+    no other process is running a round, so these were left behind by a process that died."""
+    with transaction(engine) as s:
+        query = select(TrainingRound).where(TrainingRound.status.in_(UNFINISHED))
+        rounds = [r for r in s.scalars(query) if r.id != keep]
+        for rnd in rounds:
+            rnd.status, rnd.error, rnd.finished = "failed", error, utcnow()
+        return [r.id for r in rounds]
+
+
+def succeed_round(
+    engine: Engine,
+    *,
+    round_id: int,
+    version: str,
+    adapter_path: str,
+    checksum: str,
+    metrics: dict[str, Any],
+) -> ModelVersion:
+    """Register the round's adapter as a candidate version and mark the round succeeded, in one transaction."""
+    with transaction(engine) as s:
+        rnd = s.get(TrainingRound, round_id)
+        if rnd is None or rnd.status != "running":
+            raise Conflict(f"training round {round_id} is not running; its version is not registered")
+        if s.scalar(select(ModelVersion.id).where(ModelVersion.name == version)) is not None:
+            raise Conflict(f"a model version named {version!r} already exists")
+        row = ModelVersion(
+            name=version,
+            parent=rnd.parent_version,
+            adapter_path=adapter_path,
+            checksum=checksum,
+            status="candidate",
+            round_id=round_id,
+        )
+        s.add(row)
+        rnd.status, rnd.version, rnd.metrics = "succeeded", version, metrics
+        rnd.progress, rnd.finished = 1.0, utcnow()
+        s.flush()
+        return row
+
+
+def get_round(engine: Engine, *, round_id: int) -> TrainingRound:
+    with reading(engine) as s:
+        rnd = s.get(TrainingRound, round_id)
+    if rnd is None:
+        raise NotFound(f"no training round {round_id}")
+    return rnd
+
+
+def list_rounds(engine: Engine, *, limit: int = 50) -> list[TrainingRound]:
+    """Newest first."""
+    with reading(engine) as s:
+        return list(s.scalars(select(TrainingRound).order_by(TrainingRound.id.desc()).limit(limit)))
+
+
+def round_demonstrations(engine: Engine, *, round_id: int) -> list[RoundDemonstration]:
+    with reading(engine) as s:
+        query = select(RoundDemonstration).where(RoundDemonstration.round_id == round_id)
+        return list(s.scalars(query.order_by(RoundDemonstration.demonstration_id)))
+
+
+def lineage(engine: Engine, *, version: str) -> list[ModelVersion]:
+    """`version` and its ancestors, newest first (ends at the base version)."""
+    chain: list[ModelVersion] = []
+    with reading(engine) as s:
+        name: str | None = version
+        while name is not None:
+            row = s.scalar(select(ModelVersion).where(ModelVersion.name == name))
+            if row is None:
+                raise NotFound(f"no model version named {name!r}")
+            if any(v.name == row.name for v in chain):
+                raise ApprenticeError(f"model version {name!r} is its own ancestor; the lineage is corrupt")
+            chain.append(row)
+            name = row.parent
+    return chain
+
+
+def learned_demo_ids(engine: Engine, *, version: str) -> set[int]:
+    """Demonstrations learned by the rounds that produced `version` and its ancestors."""
+    round_ids = [v.round_id for v in lineage(engine, version=version) if v.round_id is not None]
+    if not round_ids:
+        return set()
+    with reading(engine) as s:
+        query = select(RoundDemonstration.demonstration_id).where(RoundDemonstration.round_id.in_(round_ids))
+        return set(s.scalars(query))
+
+
+def ever_learned_demo_ids(engine: Engine) -> set[int]:
+    """Demonstrations a succeeded round learned as new (not replayed), whatever became of its version."""
+    with reading(engine) as s:
+        query = (
+            select(RoundDemonstration.demonstration_id)
+            .join(TrainingRound, TrainingRound.id == RoundDemonstration.round_id)
+            .where(TrainingRound.status == "succeeded", RoundDemonstration.replay.is_(False))
+        )
+        return set(s.scalars(query))

@@ -1,0 +1,62 @@
+"""The learning schedule: the job lives in the application database with max_instances=1, coalescing and a misfire
+grace; it waits for enough new demonstrations; and it trains in a separate worker process."""
+
+from __future__ import annotations
+
+import os
+import queue
+
+import pytest
+from sqlalchemy import inspect
+
+from learner.scheduler import JOB_ID, LearnJob, scheduled_round, start_scheduler
+from storage import rounds, versions
+from storage.errors import ApprenticeError
+from tests.test_rounds import add_demos, cfg
+
+
+def job(engine, tiny_model_dir, tmp_path, **kw) -> LearnJob:
+    url = engine.url.render_as_string(hide_password=False)
+    return LearnJob(url, str(tmp_path), tiny_model_dir, cfg(steps=1).to_dict(), **kw)
+
+
+def test_job_is_persisted_with_its_safeguards(engine, tiny_model_dir, tmp_path):
+    scheduler = start_scheduler(job(engine, tiny_model_dir, tmp_path), interval_minutes=30, misfire_grace_s=120)
+    try:
+        found = scheduler.get_job(JOB_ID)
+        assert (found.max_instances, found.coalesce, found.misfire_grace_time) == (1, True, 120)
+        assert found.trigger.interval.total_seconds() == 30 * 60
+    finally:
+        scheduler.shutdown()
+    assert "apscheduler_jobs" in inspect(engine).get_table_names()
+    scheduler = start_scheduler(job(engine, tiny_model_dir, tmp_path), cron="0 3 * * *")  # replaces, not adds
+    try:
+        assert [j.id for j in scheduler.get_jobs()] == [JOB_ID]
+        assert "hour='3'" in str(scheduler.get_job(JOB_ID).trigger)
+    finally:
+        scheduler.shutdown()
+    with pytest.raises(ApprenticeError, match="not a crontab"):
+        start_scheduler(job(engine, tiny_model_dir, tmp_path), cron="every night")
+
+
+def test_a_scheduled_run_waits_for_enough_new_demonstrations(engine, tiny_model_dir, tmp_path):
+    add_demos(engine, 2)
+    result = scheduled_round(vars(job(engine, tiny_model_dir, tmp_path, min_demos=3)))
+    assert result["status"] == "waiting" and "2 new approved" in result["message"]
+    assert rounds.list_rounds(engine) == []
+
+
+def test_the_scheduler_trains_in_a_worker_process(engine, tiny_model_dir, tmp_path):
+    add_demos(engine, 2)
+    results: queue.Queue = queue.Queue()
+    scheduler = start_scheduler(
+        job(engine, tiny_model_dir, tmp_path, min_demos=2, activate=True), run_now=True, on_result=results.put
+    )
+    try:
+        result = results.get(timeout=300)
+    finally:
+        scheduler.shutdown()
+    assert result["status"] == "succeeded", result
+    rnd = rounds.get_round(engine, round_id=result["round"])
+    assert int(rnd.owner.split(":")[1]) != os.getpid()  # trained in the worker, not in the scheduler's process
+    assert versions.active_version(engine).name == result["version"]  # learn_activate promotes at once
