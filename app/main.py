@@ -1,53 +1,110 @@
-"""The web app: `create_app(settings)` builds FastAPI with the Gradio chat page mounted at `/`.
+"""The web app: `create_app(settings)` opens the database, loads the engine, and builds FastAPI with the OpenAI
+API under /v1 and the Gradio UI at `/`.
 
-Nothing is built at import. Run it with `apprentice serve`.
+Nothing is built at import. Run it with `apprentice serve`. At start the engine is brought to the database's active
+version (a restarted server serves what was live); while it runs, app.activation follows the database, so
+`apprentice activate NAME` from any shell hot-swaps it within `version_poll_seconds`.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from typing import Any
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 
-import gradio as gr
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.activation import follow_database, sync_engine
+from app.api.errors import install_error_handlers
+from app.api.openai import VERSION_HEADER, router
+from app.engines.base import Engine, Limits
 from app.services import model_folder, open_database
 from app.settings import Settings
-from learner.model_files import load_model
+from app.state import AppState
+from storage.errors import ApprenticeError
+
+log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    open_database(settings)
-    model, tokenizer = load_model(model_folder(settings))
-    lock = threading.Lock()
+def create_engine(settings: Settings) -> Engine:
+    limits = Limits.from_settings(settings)
+    if settings.engine == "vllm":
+        from app.engines.vllm import VllmEngine
+        from learner.model_files import load_tokenizer
 
-    def reply(message: str, history: list[dict[str, Any]]) -> Iterator[str]:
-        from transformers import TextIteratorStreamer
-
-        messages = [{"role": m["role"], "content": m["content"]} for m in history] + [
-            {"role": "user", "content": message}
-        ]
-        inputs = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        folder = model_folder(settings)
+        return VllmEngine(
+            settings.vllm_url,
+            api_key=settings.vllm_api_key,
+            base_model=settings.vllm_base_model or settings.model,
+            tokenizer=load_tokenizer(folder),
+            limits=limits,
         )
-        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        with lock:
-            thread = threading.Thread(
-                target=model.generate, kwargs={**inputs, "max_new_tokens": 256, "streamer": streamer}
-            )
-            thread.start()
-            text = ""
-            for piece in streamer:
-                text += piece
-                yield text
-            thread.join()
+    from app.engines.transformers import TransformersEngine
 
-    api = FastAPI(title="Apprentice")
+    return TransformersEngine.from_folder(model_folder(settings), device=settings.device, limits=limits)
+
+
+def create_app(settings: Settings, *, ui: bool = True, engine: Engine | None = None) -> FastAPI:
+    """The whole server. `ui=False` leaves the Gradio UI out (API-only tests); `engine` reuses a loaded one."""
+    db = open_database(settings)
+    state = AppState(settings=settings, db=db, engine=engine or create_engine(settings))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await sync_engine(state)
+        except ApprenticeError as e:
+            raise ApprenticeError(
+                f"cannot serve the active version: {e}; roll back with `apprentice activate <earlier version>`"
+            ) from e
+        watcher = asyncio.create_task(follow_database(state, settings.version_poll_seconds))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            if engine is None:  # ours to close
+                await state.engine.close()
+
+    api = FastAPI(title="Apprentice", lifespan=lifespan)
+    api.state.apprentice = state
+    install_error_handlers(api)
+    api.add_middleware(VersionHeader, state=state)
+    api.include_router(router)
 
     @api.get("/healthz")
     def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+        return {"status": "ok", "version": state.engine.active}
 
-    demo = gr.ChatInterface(reply, title="Apprentice")
-    return gr.mount_gradio_app(api, demo, path="/")
+    if ui:
+        from app.ui import mount_ui
+
+        return mount_ui(api, state)
+    return api
+
+
+class VersionHeader:
+    """Adds `X-Model-Version: <active version>` to /v1 responses that do not name a version themselves (a plain
+    ASGI middleware: it leaves streaming and client disconnects alone)."""
+
+    def __init__(self, app: ASGIApp, state: AppState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+            await self.app(scope, receive, send)
+            return
+        name = VERSION_HEADER.lower().encode()
+
+        async def send_with_version(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == name for k, _ in headers):
+                    headers.append((name, self.state.engine.active.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_version)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import IntegrityError
 
 from storage.db import reading, transaction
-from storage.errors import NotFound
-from storage.models import ModelVersion, utcnow
+from storage.errors import ApprenticeError, Conflict, NotFound
+from storage.models import VERSION_STATUSES, ModelVersion, utcnow
 
 BASE_VERSION = "v0"
 
@@ -54,3 +55,31 @@ def set_active(engine: Engine, *, name: str) -> ModelVersion:
         version.status = "active"
         version.activated = utcnow()
         return version
+
+
+def create_version(
+    engine: Engine,
+    *,
+    name: str,
+    adapter_path: str,
+    parent: str | None = None,
+    checksum: str | None = None,
+    reason: str = "",
+    status: str = "candidate",
+) -> ModelVersion:
+    """Register an adapter folder as a new version (a candidate until activated)."""
+    name = name.strip()
+    if not name or len(name) > 120:
+        raise ApprenticeError("a version name needs 1 to 120 characters")
+    if status not in VERSION_STATUSES or status == "active":
+        raise ApprenticeError(f"a new version's status is one of candidate, retired, rejected; not {status!r}")
+    try:
+        with transaction(engine) as s:
+            version = ModelVersion(
+                name=name, adapter_path=adapter_path, parent=parent, checksum=checksum, reason=reason, status=status
+            )
+            s.add(version)
+            s.flush()
+            return version
+    except IntegrityError:
+        raise Conflict(f"a version named {name!r} already exists") from None

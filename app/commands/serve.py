@@ -1,8 +1,9 @@
-"""`apprentice serve`: run the web app (chat UI and API) on the configured host and port."""
+"""`apprentice serve`: run the web app (chat UI at /, OpenAI-compatible API at /v1) on the configured host and port."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 
 from app.settings import Settings
 
@@ -11,6 +12,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     serve = sub.add_parser("serve", help="run the web app (chat UI and API)", parents=[common])
     serve.add_argument("--host", help="bind address (APPRENTICE_HOST; 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (APPRENTICE_PORT; 7860)")
+    serve.add_argument("--engine", choices=["transformers", "vllm"], help="APPRENTICE_ENGINE; transformers")
+    serve.add_argument("--device", help="embedded engine device: auto, cpu, cuda (APPRENTICE_DEVICE; auto)")
+    serve.add_argument("--vllm-url", help="external vLLM server for --engine vllm (APPRENTICE_VLLM_URL)")
     serve.set_defaults(handler=serve_command)
 
 
@@ -19,7 +23,11 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
 
     from app.main import create_app
 
+    flags = {"engine": args.engine, "device": args.device, "vllm_url": args.vllm_url}
+    settings = settings.model_copy(update={k: v for k, v in flags.items() if v is not None})
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
-    print(f"Apprentice serving {settings.model} on http://{settings.host}:{settings.port}", flush=True)
+    base = f"http://{settings.host}:{settings.port}"
+    print(f"Apprentice serving {settings.model} ({settings.engine}) on {base} (API: {base}/v1)", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
     return 0

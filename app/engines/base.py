@@ -105,6 +105,18 @@ class TokenLogprob:
 class Engine(ABC):
     """One base model, any number of loaded versions (LoRA adapters), one of them active for new requests."""
 
+    tokenizer: Any  # the base model's tokenizer (chat template, token ids of prompts)
+
+    def encode(self, prompt: str | list[int]) -> list[int]:
+        """Token ids of a raw prompt (a list of ids is checked and returned as is)."""
+        ids = list(prompt) if isinstance(prompt, list) else self.tokenizer(prompt)["input_ids"]
+        if not ids:
+            raise EngineError("the prompt is empty")
+        vocab = len(self.tokenizer)
+        if any(not isinstance(i, int) or not 0 <= i < vocab for i in ids):
+            raise EngineError(f"prompt token ids must be integers from 0 to {vocab - 1}")
+        return ids
+
     @property
     @abstractmethod
     def active(self) -> str:

@@ -192,16 +192,7 @@ class TransformersEngine(Engine):
     def complete(
         self, prompt: str | list[int], sampling: Sampling, *, version: str | None = None
     ) -> AsyncIterator[Delta]:
-        return self._stream(lambda: self._ids(prompt), sampling, version, allow_zero_tokens=True)
-
-    def _ids(self, prompt: str | list[int]) -> list[int]:
-        ids = list(prompt) if isinstance(prompt, list) else self.tokenizer(prompt)["input_ids"]
-        if not ids:
-            raise EngineError("the prompt is empty")
-        vocab = len(self.tokenizer)
-        if any(not isinstance(i, int) or not 0 <= i < vocab for i in ids):
-            raise EngineError(f"prompt token ids must be integers from 0 to {vocab - 1}")
-        return ids
+        return self._stream(lambda: self.encode(prompt), sampling, version, allow_zero_tokens=True)
 
     async def _stream(
         self, encode: Any, sampling: Sampling, version: str | None, *, allow_zero_tokens: bool = False
@@ -248,7 +239,7 @@ class TransformersEngine(Engine):
     async def prompt_logprobs(
         self, prompt: str | list[int], *, version: str | None = None, top: int = 0
     ) -> list[TokenLogprob]:
-        ids = self._ids(prompt)
+        ids = self.encode(prompt)
         check_input_length(len(ids), self.limits)
         name, key = self._acquire(version)
         try:
