@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.activation import follow_database, sync_engine
+from app.api import admin
 from app.api.errors import install_error_handlers
 from app.api.openai import VERSION_HEADER, router
 from app.engines.base import Engine, Limits
@@ -73,6 +74,7 @@ def create_app(settings: Settings, *, ui: bool = True, engine: Engine | None = N
     install_error_handlers(api)
     api.add_middleware(VersionHeader, state=state)
     api.include_router(router)
+    api.include_router(admin.router)
 
     @api.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -1,0 +1,259 @@
+"""The admin REST API under /api/admin: every admin action of the web UI, for scripts and other tools.
+
+    curl -H "Authorization: Bearer $KEY" localhost:7860/api/admin/demonstrations?status=pending
+    curl -X POST -H "Authorization: Bearer $KEY" localhost:7860/api/admin/demonstrations/12/approve
+
+Auth: an API key (`apprentice users key NAME`) as a Bearer token. Reviewers may use the review endpoints
+(/demonstrations...); everything else needs an admin; anyone else gets 403, no key 401. Handlers stay thin: reads
+through app/ui/admin_data.py, writes through storage/review.py, model work through app/ui/admin_actions.py and
+app/ui/admin_jobs.py (shared with the admin tabs). Domain errors become 4xx in the app's one exception handler.
+Long work (train now, evaluations) answers 202 with a job to poll at /api/admin/jobs/{id}.
+
+    .venv/bin/python -m pytest -q tests/test_admin_api.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query
+from fastapi.responses import PlainTextResponse
+
+from app.api import admin_protocol as p
+from app.api.deps import AdminDep, StateDep, UserDep
+from app.ui import admin_actions, admin_data, admin_jobs
+from learner.exchange import import_text
+from storage import review, versions
+from storage.demonstrations import count_fresh
+from storage.errors import ApprenticeError, Forbidden
+from storage.models import User
+from storage.queue import QueueFilter
+
+REVIEWERS = ("admin", "reviewer")
+KIND = Query(description="demos | probes | evals")
+
+
+async def reviewer_user(user: UserDep) -> User:
+    if user.role not in REVIEWERS:
+        raise Forbidden("this needs a reviewer's or an admin's API key")
+    return user
+
+
+ReviewerDep = Annotated[User, Depends(reviewer_user)]
+router = APIRouter(prefix="/api/admin", tags=["admin"])
+
+
+def thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    return asyncio.to_thread(fn, *args, **kwargs)
+
+
+def _day(value: str | None, name: str) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ApprenticeError(f"{name}: write an ISO date such as 2026-05-01 or 2026-05-01T13:00") from None
+
+
+# --- review (admins and reviewers) -----------------------------------------------------------------------------
+
+
+@router.get("/demonstrations", response_model=p.QueuePageOut, summary="The review queue, one page")
+async def list_demonstrations(
+    user: ReviewerDep,
+    state: StateDep,
+    status: Annotated[str, Query(description="pending | approved | rejected | held_out | any")] = "pending",
+    skill: Annotated[str | None, Query(description="a skill name; '' for demonstrations without one")] = None,
+    author: Annotated[str | None, Query(description="the author's user name")] = None,
+    since: Annotated[str | None, Query(description="created at or after (ISO date/time)")] = None,
+    until: Annotated[str | None, Query(description="created before (ISO date/time)")] = None,
+    text: Annotated[str | None, Query(description="in the conversation, original or correction")] = None,
+    round: Annotated[int | None, Query(description="learned by this training round")] = None,  # noqa: A002
+    before: Annotated[int | None, Query(description="the next, older page: the `older` cursor")] = None,
+    after: Annotated[int | None, Query(description="the previous, newer page: the `newer` cursor")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 25,
+) -> dict:
+    author_id = None
+    if author:
+        from storage.users import get_user
+
+        author_id = (await thread(get_user, state.db, name=author)).id
+    flt = QueueFilter(
+        status=None if status == "any" else status, skill=skill, author_id=author_id,
+        since=_day(since, "since"), until=_day(until, "until"), text=text, round_id=round,
+    )  # fmt: skip
+    return await thread(admin_data.read_queue, state.db, flt, before_id=before, after_id=after, limit=limit)
+
+
+@router.get("/demonstrations/{demo_id}", response_model=p.DemonstrationOut, summary="One demonstration")
+async def get_demonstration(demo_id: int, user: ReviewerDep, state: StateDep) -> dict:
+    return await thread(admin_data.read_demo, state.db, demo_id)
+
+
+@router.post("/demonstrations/{demo_id}/approve", response_model=p.DemonstrationOut, summary="Approve (train on it)")
+async def approve(demo_id: int, user: ReviewerDep, state: StateDep) -> dict:
+    await thread(review.approve, state.db, demo_id=demo_id, reviewer_id=user.id)
+    return await thread(admin_data.read_demo, state.db, demo_id)
+
+
+@router.post("/demonstrations/{demo_id}/reject", response_model=p.DemonstrationOut, summary="Reject, with a reason")
+async def reject(
+    demo_id: int, user: ReviewerDep, state: StateDep, body: p.RejectIn = Body(default_factory=p.RejectIn)
+) -> dict:
+    await thread(review.reject, state.db, demo_id=demo_id, reviewer_id=user.id, reason=body.reason)
+    return await thread(admin_data.read_demo, state.db, demo_id)
+
+
+@router.patch("/demonstrations/{demo_id}", response_model=p.DemonstrationOut, summary="Edit correction / skill")
+async def edit(demo_id: int, body: p.EditIn, user: ReviewerDep, state: StateDep) -> dict:
+    await thread(
+        review.edit, state.db, demo_id=demo_id, corrected_answer=body.corrected_answer, skill=body.skill,
+        editor_id=user.id,
+    )  # fmt: skip
+    return await thread(admin_data.read_demo, state.db, demo_id)
+
+
+@router.post("/demonstrations/{demo_id}/hold-out", response_model=p.HoldOutOut, summary="Hold out as a probe")
+async def hold_out(
+    demo_id: int, user: ReviewerDep, state: StateDep, body: p.HoldOutIn = Body(default_factory=p.HoldOutIn)
+) -> dict:
+    probe = await thread(
+        review.hold_out, state.db, demo_id=demo_id, reviewer_id=user.id, skill=body.skill, grader=body.grader,
+        answer=body.answer,
+    )  # fmt: skip
+    demo = await thread(admin_data.read_demo, state.db, demo_id)
+    return {"demonstration": demo, "probe_id": probe.id, "skill": probe.skill, "grader": probe.grader}
+
+
+@router.post("/demonstrations/bulk", response_model=p.BulkOut, summary="One action on many demonstrations")
+async def bulk(body: p.BulkIn, user: ReviewerDep, state: StateDep) -> dict:
+    return await thread(
+        admin_actions.review_many, state.db, user, body.ids, body.action, reason=body.reason, skill=body.skill
+    )
+
+
+@router.post(
+    "/demonstrations/{demo_id}/teacher-check",
+    response_model=p.DemonstrationOut,
+    summary="The live model's answer without and with the demonstration in context",
+)
+async def teacher_check(demo_id: int, user: ReviewerDep, state: StateDep) -> dict:
+    return await admin_actions.teacher_check(state, demo_id)
+
+
+# --- versions (admins) -----------------------------------------------------------------------------------------
+
+
+@router.get("/versions", response_model=list[p.VersionOut], summary="Every model version, oldest first")
+async def list_versions(user: AdminDep, state: StateDep) -> list[dict]:
+    return await thread(admin_data.version_rows, state.db)
+
+
+@router.get("/versions/{name}", response_model=p.VersionDetailOut, summary="A version, its lineage and lessons")
+async def get_version(name: str, user: AdminDep, state: StateDep) -> dict:
+    return await thread(admin_data.version_detail, state.db, name)
+
+
+@router.post("/versions/{name}/activate", response_model=p.ActivateOut, summary="Make live: promote or roll back")
+async def activate(name: str, user: AdminDep, state: StateDep) -> dict:
+    return await admin_actions.activate(state, name)
+
+
+@router.post("/versions/rollback", response_model=p.ActivateOut, summary="Roll back to the previously live version")
+async def rollback(user: AdminDep, state: StateDep) -> dict:
+    return await admin_actions.activate(state, await thread(admin_actions.previous_live, state.db))
+
+
+@router.get("/versions/{name}/compare", response_model=p.CompareOut, summary="Old (parent) vs new answers")
+async def compare(name: str, user: AdminDep, state: StateDep, sample: Annotated[int, Query(ge=1, le=20)] = 5) -> dict:
+    return await admin_actions.compare(state, name, sample=sample)
+
+
+# --- rounds, jobs, evaluation (admins) -------------------------------------------------------------------------
+
+
+@router.get("/rounds", response_model=list[p.RoundOut], summary="Training rounds, newest first")
+async def list_rounds(user: AdminDep, state: StateDep, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict]:
+    return await thread(admin_data.round_rows, state.db, limit=limit)
+
+
+@router.get("/rounds/{round_id}", response_model=p.RoundDetailOut, summary="A round with its per-step metrics")
+async def get_round(round_id: int, user: AdminDep, state: StateDep) -> dict:
+    return await thread(admin_data.read_round, state.db, round_id)
+
+
+@router.post("/rounds", response_model=p.JobOut, status_code=202, summary="Train now (round, gate, hot swap)")
+async def train_now(user: AdminDep, state: StateDep) -> dict:
+    return await admin_jobs.train_now(state)
+
+
+@router.get("/schedule", response_model=p.ScheduleOut, summary="The learning schedule's settings")
+async def schedule(user: AdminDep, state: StateDep) -> dict:
+    from storage import leases
+
+    s = state.settings
+    return {
+        "method": s.learn_method, "preset": s.learn_preset, "interval_minutes": s.learn_interval_minutes,
+        "cron": s.learn_cron, "min_demos": s.learn_min_demos, "activate": s.learn_activate,
+        "in_server": s.learn_in_server, "waiting_demonstrations": await thread(count_fresh, state.db),
+        "round_running": await thread(leases.holder, state.db, name="learner"),
+    }  # fmt: skip
+
+
+@router.post("/evaluations", response_model=p.JobOut, status_code=202, summary="Score a version on every skill")
+async def evaluate(user: AdminDep, state: StateDep, body: p.EvaluateIn = Body(default_factory=p.EvaluateIn)) -> dict:
+    version = body.version or (await thread(versions.active_version, state.db)).name
+    return await admin_jobs.evaluate(state, version, body.skills)
+
+
+@router.get("/jobs", response_model=list[p.JobOut], summary="Background jobs of this server, newest first")
+async def list_jobs(user: AdminDep, state: StateDep) -> list[dict]:
+    return admin_jobs.jobs_of(state).list()
+
+
+@router.get("/jobs/{job_id}", response_model=p.JobOut, summary="One background job")
+async def get_job(job_id: int, user: AdminDep, state: StateDep) -> dict:
+    return admin_jobs.jobs_of(state).get(job_id)
+
+
+@router.get("/scores", response_model=p.ScoresOut, summary="The version x skill matrix of the dashboard")
+async def scores(user: AdminDep, state: StateDep) -> dict:
+    return (await thread(admin_data.dashboard_data, state.db)).to_json()
+
+
+# --- import / export (admins) ----------------------------------------------------------------------------------
+
+
+@router.get("/export", response_class=PlainTextResponse, summary="Export demonstrations, probes or eval results")
+async def export(
+    user: AdminDep,
+    state: StateDep,
+    kind: Annotated[str, KIND],
+    format: Annotated[str | None, Query(description="demos: ours|trl; probes: ours; evals: csv|ours")] = None,  # noqa: A002
+    status: Annotated[str | None, Query(description="demonstrations in this state only")] = None,
+) -> PlainTextResponse:
+    from learner.exchange import export_text
+
+    text, count = await thread(export_text, state.db, kind=kind, fmt=format, status=status)
+    csv = format == "csv" or (kind == "evals" and format is None)
+    media = "text/csv" if csv else "application/x-ndjson"
+    return PlainTextResponse(text, media_type=media, headers={"X-Records": str(count)})
+
+
+@router.post("/import", response_model=p.ImportOut, summary="Import a JSONL / CSV file (the request body)")
+async def import_file(
+    user: AdminDep,
+    state: StateDep,
+    body: Annotated[str, Body(media_type="text/plain", description="the file's text")],
+    kind: Annotated[str | None, Query(description="demos | probes | evals (default: detected)")] = None,
+    approve: bool = False,
+    strict: bool = False,
+    skill: str | None = None,
+) -> dict:
+    report = await thread(
+        import_text, state.db, body, kind=kind, approve=approve, strict=strict, skill=skill, reviewer_id=user.id
+    )
+    return {**vars(report), "summary": report.summary()}

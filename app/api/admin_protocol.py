@@ -1,0 +1,223 @@
+"""Request and response models of the admin REST API (/api/admin); app/api/admin.py serves them.
+
+The shapes follow app/ui/admin_data.py, which builds the same data for the admin tabs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class Message(BaseModel):
+    role: str
+    content: str
+
+
+class TeacherCheckOut(BaseModel):
+    version: str
+    correction: str = Field(description="The correction as it was when checked.")
+    student_answer: str = Field(description="The live version's greedy answer without the demonstration.")
+    teacher_answer: str = Field(description="Its answer with the demonstration in the SDFT teacher prompt.")
+    student_agreement: float = Field(description="0..1 agreement of the student answer with the correction.")
+    teacher_agreement: float = Field(description="0..1 agreement of the teacher answer with the correction.")
+    teacher_disagrees: bool = Field(description="Flag: the teacher answer still disagrees with the correction.")
+    already_known: bool = Field(description="The student answer already agrees: little to learn.")
+    correction_changed: bool = Field(False, description="The correction was edited after this check.")
+    created: str | None = None
+
+
+class DemonstrationOut(BaseModel):
+    id: int
+    status: str
+    skill: str | None
+    author: str | None
+    reviewer: str | None
+    created: str | None
+    reviewed: str | None
+    note: str
+    messages: list[Message]
+    question: str
+    original_answer: str
+    corrected_answer: str
+    teacher_check: TeacherCheckOut | None = None
+
+
+class QueuePageOut(BaseModel):
+    total: int = Field(description="Demonstrations matching the filter, on all pages.")
+    first_index: int = Field(description="0-based position of the first item among all matches (newest first).")
+    older: int | None = Field(description="Pass as `before` for the next (older) page; null on the last page.")
+    newer: int | None = Field(description="Pass as `after` for the previous (newer) page; null on the first page.")
+    items: list[DemonstrationOut]
+
+
+class RejectIn(BaseModel):
+    reason: str = Field("", description="Why it was rejected (kept with the demonstration).")
+
+
+class EditIn(BaseModel):
+    corrected_answer: str | None = Field(None, description="The new correction.")
+    skill: str | None = Field(None, description="The new skill; '' clears it.")
+
+
+class HoldOutIn(BaseModel):
+    skill: str | None = Field(None, description="The probe's skill (default: the demonstration's).")
+    grader: Literal["exact", "contains", "regex", "choice"] | None = Field(None, description="Default: see docs.")
+    answer: str | None = Field(None, description="Reference answer (default: the correction).")
+
+
+class HoldOutOut(BaseModel):
+    demonstration: DemonstrationOut
+    probe_id: int
+    skill: str
+    grader: str
+
+
+class BulkIn(BaseModel):
+    ids: list[int] = Field(min_length=1, max_length=500)
+    action: Literal["approve", "reject", "hold_out"]
+    reason: str = ""
+    skill: str | None = None
+
+
+class BulkFailure(BaseModel):
+    id: int
+    error: str
+
+
+class BulkOut(BaseModel):
+    done: list[int]
+    failed: list[BulkFailure]
+
+
+class VersionOut(BaseModel):
+    name: str
+    status: str
+    parent: str | None
+    round: int | None
+    method: str
+    demonstrations: int = Field(description="Demonstrations its round learned (new, not replayed).")
+    replayed: int
+    created: str | None
+    activated: str | None
+    reason: str = Field(description="The gate's verdict, when it decided on this version.")
+    adapter_path: str | None
+    scores: dict[str, float] = Field(description="Latest score per skill, 0..1.")
+
+
+class LearnedDemo(BaseModel):
+    id: int
+    skill: str | None
+    status: str
+    question: str
+    corrected_answer: str
+    replay: bool
+
+
+class VersionDetailOut(VersionOut):
+    lineage: list[str] = Field(description="This version, its parent, ... back to the base.")
+    learned: list[LearnedDemo]
+
+
+class ActivateOut(BaseModel):
+    active: str
+    previous: str
+
+
+class ComparePair(BaseModel):
+    kind: Literal["probe", "demonstration"]
+    skill: str | None
+    question: str
+    reference: str
+    old: str
+    new: str
+    probe_id: int | None = None
+    id: int | None = None
+    old_correct: bool | None = None
+    new_correct: bool | None = None
+    old_agreement: float | None = None
+    new_agreement: float | None = None
+
+
+class CompareOut(BaseModel):
+    version: str
+    parent: str
+    probes: list[ComparePair]
+    demonstrations: list[ComparePair]
+
+
+class RoundOut(BaseModel):
+    id: int
+    status: str
+    method: str
+    parent: str | None
+    version: str | None
+    progress: float
+    steps_done: int
+    demonstrations: int
+    replayed: int
+    loss: float | None
+    kl: float | None
+    error: str
+    created: str | None
+    started: str | None
+    finished: str | None
+    seconds: float | None
+    metrics: dict[str, Any]
+
+
+class RoundDetailOut(RoundOut):
+    steps: list[dict[str, Any]]
+    hyperparameters: dict[str, Any]
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    title: str
+    status: Literal["running", "done", "failed"]
+    message: str
+    result: dict[str, Any] | None
+    started: str
+    finished: str | None
+
+
+class EvaluateIn(BaseModel):
+    version: str | None = Field(None, description="Default: the live version.")
+    skills: list[str] | None = Field(None, description="Default: every skill.")
+
+
+class ScoresOut(BaseModel):
+    versions: list[dict[str, Any]]
+    skills: list[str]
+    general: list[str]
+    base: str | None
+    score: dict[str, dict[str, float | None]]
+    n: dict[str, dict[str, int | None]]
+    vs_base: dict[str, dict[str, float | None]]
+    vs_best: dict[str, dict[str, float | None]]
+    best: dict[str, float | None]
+
+
+class ImportOut(BaseModel):
+    kind: str
+    lines: int
+    added: int
+    updated: int
+    unchanged: int
+    bad: list[tuple[int, str]] = Field(description="(line number, reason) of every refused line.")
+    landed: bool = Field(description="False when strict refused the whole file.")
+    summary: str
+
+
+class ScheduleOut(BaseModel):
+    method: str
+    preset: str
+    interval_minutes: float
+    cron: str
+    min_demos: int
+    activate: bool
+    in_server: bool
+    waiting_demonstrations: int
+    round_running: str | None

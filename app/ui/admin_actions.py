@@ -1,0 +1,246 @@
+"""Admin actions that need the serving engine or more than one storage call, shared by the admin tabs and the admin
+REST API: the teacher check of a demonstration, old-vs-new answers of a version, activating (promote / roll back) a
+version, and the review actions' bulk form.
+
+The teacher check asks the live version, greedily, for an answer to the demonstration's question twice: as asked
+(what the student sees) and with the demonstration in the SDFT teacher prompt (learner/prompts.py, the deployment's
+teacher template). `agreement` scores each answer against the correction (content-word F1; 1.0 when the answer
+contains the correction); the queue flags a demonstration whose teacher answer still disagrees: the model cannot
+read the answer off its context, so SDFT has little to distil from it.
+
+    .venv/bin/python -m pytest -q tests/test_admin_api.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections import Counter
+from typing import Any
+
+from app.engines.base import Sampling
+from app.state import AppState
+from app.ui.admin_data import question_of, read_demo
+from learner.prompts import teacher_messages
+from storage import evals, review, rounds, teacher_checks, versions
+from storage.demonstrations import get_demonstrations
+from storage.errors import ApprenticeError
+from storage.models import User
+
+STOPWORDS = frozenset(
+    "a an the is are was were be been of to in on at for and or it its this that with as by from so do does did i you "
+    "he she we they my your his her our their me him them".split()
+)
+CHECK_MIN_TOKENS, CHECK_MAX_TOKENS = 32, 256
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in re.findall(r"\w+", text.casefold()) if w not in STOPWORDS]
+
+
+def agreement(answer: str, correction: str) -> float:
+    """How far `answer` says what `correction` says, 0..1: 1.0 when it contains the correction (case and spacing
+    aside), else the F1 of their content words (stop words left out)."""
+    squash = lambda t: " ".join(t.casefold().split())  # noqa: E731
+    if squash(correction) and squash(correction) in squash(answer):
+        return 1.0
+    a, c = Counter(_words(answer)), Counter(_words(correction))
+    common = sum((a & c).values())
+    if not common:
+        return 0.0
+    precision, recall = common / sum(a.values()), common / sum(c.values())
+    return 2 * precision * recall / (precision + recall)
+
+
+async def collect(state: AppState, messages: list[dict[str, str]], max_tokens: int, version: str | None) -> str:
+    """The engine's whole greedy reply (temperature 0) to `messages`."""
+    text = ""
+    async for delta in state.engine.chat(messages, Sampling(temperature=0.0, max_tokens=max_tokens), version=version):
+        text += delta.text
+    return text.strip()
+
+
+def teacher_template(state: AppState) -> str:
+    return state.settings.learner_config().teacher_template
+
+
+async def teacher_check(state: AppState, demo_id: int) -> dict[str, Any]:
+    """Run and store the teacher check of one demonstration with the live version; returns the demonstration."""
+    demo = read_demo(state.db, demo_id)
+    version = state.engine.active
+    budget = max(CHECK_MIN_TOKENS, min(CHECK_MAX_TOKENS, len(demo["corrected_answer"]) // 2 + CHECK_MIN_TOKENS))
+    budget = min(budget, state.settings.max_new_tokens)
+    teacher_prompt = teacher_messages(demo["messages"], demo["corrected_answer"], teacher_template(state))
+    student = await collect(state, demo["messages"], budget, version)
+    teacher = await collect(state, teacher_prompt, budget, version)
+    await asyncio.to_thread(
+        teacher_checks.record_check,
+        state.db,
+        demo_id=demo_id,
+        version=version,
+        correction=demo["corrected_answer"],
+        student_answer=student,
+        teacher_answer=teacher,
+        student_agreement=agreement(student, demo["corrected_answer"]),
+        teacher_agreement=agreement(teacher, demo["corrected_answer"]),
+    )
+    return read_demo(state.db, demo_id)
+
+
+# --- review actions ------------------------------------------------------------------------------------------------
+
+REVIEW_ACTIONS = ("approve", "reject", "hold_out")
+
+
+def review_one(db: Any, user: User, demo_id: int, action: str, *, reason: str = "", skill: str | None = None) -> None:
+    if action == "approve":
+        review.approve(db, demo_id=demo_id, reviewer_id=user.id)
+    elif action == "reject":
+        review.reject(db, demo_id=demo_id, reviewer_id=user.id, reason=reason)
+    elif action == "hold_out":
+        review.hold_out(db, demo_id=demo_id, reviewer_id=user.id, skill=skill)
+    else:
+        raise ApprenticeError(f"unknown review action {action!r}; use one of {', '.join(REVIEW_ACTIONS)}")
+
+
+def review_many(
+    db: Any, user: User, demo_ids: list[int], action: str, *, reason: str = "", skill: str | None = None
+) -> dict[str, Any]:
+    """Apply one action to each demonstration; each succeeds or fails on its own (a Conflict on one, e.g. already
+    approved by someone else, does not stop the rest). Returns {"done": [ids], "failed": [{"id", "error"}]}."""
+    if not demo_ids:
+        raise ApprenticeError("select at least one demonstration")
+    if action not in REVIEW_ACTIONS:
+        raise ApprenticeError(f"unknown review action {action!r}; use one of {', '.join(REVIEW_ACTIONS)}")
+    done, failed = [], []
+    for demo_id in dict.fromkeys(demo_ids):
+        try:
+            review_one(db, user, demo_id, action, reason=reason, skill=skill)
+            done.append(demo_id)
+        except ApprenticeError as e:
+            failed.append({"id": demo_id, "error": str(e)})
+    return {"done": done, "failed": failed}
+
+
+# --- versions ------------------------------------------------------------------------------------------------------
+
+
+async def activate(state: AppState, name: str) -> dict[str, Any]:
+    """Make `name` the live version (promote a candidate, or roll back to an earlier one): its adapter is verified
+    against its checksum, the database's active version changes (app/activation.py: every server polling it
+    follows), and this server's engine swaps at once. If the engine cannot load it, the previous version is made
+    active again and the error is raised."""
+    from app.activation import activate_version, sync_engine
+    from learner.adapters import verify_adapter
+
+    target = versions.get_version(state.db, name=name)
+    if target.adapter_path is not None:
+        await asyncio.to_thread(verify_adapter, target.adapter_path, target.checksum)
+    _, previous = await asyncio.to_thread(activate_version, state.db, name)
+    try:
+        await sync_engine(state)
+    except BaseException:
+        if previous.name != name:
+            await asyncio.to_thread(activate_version, state.db, previous.name)
+        raise
+    return {"active": name, "previous": previous.name}
+
+
+def previous_live(db: Any) -> str:
+    """The version that was live before the current one (the most recently activated other accepted version)."""
+    live = versions.active_version(db)
+    earlier = [v for v in versions.list_versions(db) if v.status == "retired" and v.activated is not None]
+    earlier = [v for v in earlier if v.name != live.name]
+    if not earlier:
+        raise ApprenticeError(f"{live.name} is the only version that was ever live: nothing to roll back to")
+    return max(earlier, key=lambda v: (v.activated, v.id)).name
+
+
+def _stored_probe_pairs(db: Any, old: str, new: str) -> list[dict[str, Any]]:
+    """Per-probe replies of both versions from their latest stored evaluations, for skills both were scored on."""
+    pairs = []
+    both = set(evals.latest_scores(db, version=old)) & set(evals.latest_scores(db, version=new))
+    for skill in sorted(both):
+        before = {p["probe_id"]: p for p in evals.latest_details(db, version=old, skill=skill).get("probes", [])}
+        for p in evals.latest_details(db, version=new, skill=skill).get("probes", []):
+            o = before.get(p["probe_id"])
+            if o is None:
+                continue
+            pairs.append(
+                {
+                    "kind": "probe",
+                    "skill": skill,
+                    "question": "",
+                    "probe_id": p["probe_id"],
+                    "reference": p["answer"],
+                    "old": o["reply"],
+                    "new": p["reply"],
+                    "old_correct": o["correct"],
+                    "new_correct": p["correct"],
+                }
+            )
+    return pairs
+
+
+def _sample(items: list[dict[str, Any]], k: int, seed: int) -> list[dict[str, Any]]:
+    """Up to k items: changed outcomes first (the informative ones), the rest drawn at random (seeded)."""
+    changed = [x for x in items if x.get("old_correct") != x.get("new_correct")]
+    same = [x for x in items if x.get("old_correct") == x.get("new_correct")]
+    rng = random.Random(seed)
+    picked = rng.sample(changed, min(k, len(changed)))
+    return picked + rng.sample(same, min(k - len(picked), len(same)))
+
+
+async def compare(state: AppState, name: str, *, sample: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Old (the parent) vs new (`name`) answers: on a sample of probes, from both versions' stored evaluations, and
+    on a sample of the demonstrations `name`'s round learned, generated now (greedy) by both versions."""
+    from storage.probes import list_probes
+
+    new = versions.get_version(state.db, name=name)
+    if new.parent is None:
+        raise ApprenticeError(f"{name} is the base model: it has no parent to compare with")
+    old = versions.get_version(state.db, name=new.parent)
+    probe_pairs = _sample(await asyncio.to_thread(_stored_probe_pairs, state.db, old.name, new.name), sample, seed)
+    questions = {p.id: question_of(p.messages) for p in list_probes(state.db)}
+    for p in probe_pairs:
+        p["question"] = questions.get(p["probe_id"], p["question"])
+    learned = rounds.round_demonstrations(state.db, round_id=new.round_id) if new.round_id is not None else []
+    ids = [x.demonstration_id for x in learned if not x.replay]
+    demos = get_demonstrations(state.db, ids=random.Random(seed).sample(ids, min(sample, len(ids))))
+    demo_pairs = []
+    if demos:
+        loaded = await _ensure_loaded(state, [old, new])
+        try:
+            for d in demos:
+                budget = min(state.settings.max_new_tokens, CHECK_MAX_TOKENS)
+                before = await collect(state, d.messages, budget, old.name)
+                after = await collect(state, d.messages, budget, new.name)
+                demo_pairs.append(
+                    {
+                        "kind": "demonstration",
+                        "id": d.id,
+                        "skill": d.skill,
+                        "question": question_of(d.messages),
+                        "reference": d.corrected_answer,
+                        "old": before,
+                        "new": after,
+                        "old_agreement": round(agreement(before, d.corrected_answer), 3),
+                        "new_agreement": round(agreement(after, d.corrected_answer), 3),
+                    }
+                )
+        finally:
+            for v in loaded:
+                if v != state.engine.active:
+                    await state.engine.unload(v)
+    return {"version": new.name, "parent": old.name, "probes": probe_pairs, "demonstrations": demo_pairs}
+
+
+async def _ensure_loaded(state: AppState, wanted: list[Any]) -> list[str]:
+    """Load the versions the engine does not hold yet; returns the names it loaded (to unload afterwards)."""
+    loaded = []
+    for v in wanted:
+        if v.name not in state.engine.loaded():
+            await state.engine.load(v.name, v.adapter_path)
+            loaded.append(v.name)
+    return loaded

@@ -1,0 +1,136 @@
+"""The Review tab (admins and reviewers): the queue of demonstrations, one opened in full, and the review actions.
+
+`build(state, demo)` lays the tab out inside an open `gr.Tab` and wires it to app/ui/review_handlers.py:
+
+- filters (status, skill, author, date range, text, "learned in round") and Search; Newer / Older page through the
+  queue (keyset pages: as fast at row 100,000 as at row 1);
+- a click on a row opens that demonstration: its conversation, the original reply and the correction side by side;
+- Approve, Reject (with a reason), Save edits (correction and skill), Hold out (becomes an evaluation probe), and the
+  Teacher check (the live model's answer without and with the demonstration in context);
+- bulk: tick rows in "Select", then approve, reject or hold them out together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from app.state import AppState
+from app.ui.admin_view import QUEUE_HEADERS, check_html, demo_html
+from app.ui.review_handlers import STATUS_CHOICES, ReviewHandlers
+
+
+@dataclass
+class ReviewComponents:
+    view: gr.State  # {"filter": {...}, "cursor": {...}, "ids": [...]}: what the table shows
+    opened: gr.State  # id of the opened demonstration
+    status: gr.Dropdown
+    skill: gr.Dropdown
+    author: gr.Dropdown
+    since: gr.Textbox
+    until: gr.Textbox
+    text: gr.Textbox
+    round: gr.Textbox
+    search: gr.Button
+    page_info: gr.Markdown
+    newer: gr.Button
+    older: gr.Button
+    table: gr.Dataframe
+    selected: gr.CheckboxGroup
+    bulk_reason: gr.Textbox
+    bulk_approve: gr.Button
+    bulk_reject: gr.Button
+    bulk_hold: gr.Button
+    detail: gr.HTML
+    correction: gr.Textbox
+    edit_skill: gr.Dropdown
+    reason: gr.Textbox
+    approve: gr.Button
+    reject: gr.Button
+    save: gr.Button
+    hold_out: gr.Button
+    teacher: gr.Button
+    check: gr.HTML
+    message: gr.HTML
+
+
+def layout() -> ReviewComponents:
+    view, opened = gr.State({}), gr.State(None)
+    with gr.Row(equal_height=True):
+        status = gr.Dropdown(STATUS_CHOICES, value="pending", label="Status", elem_id="review-status", scale=1)
+        skill = gr.Dropdown([("any skill", "*")], value="*", label="Skill", elem_id="review-skill", scale=1)
+        author = gr.Dropdown([("anyone", 0)], value=0, label="Author", elem_id="review-author", scale=1)
+        since = gr.Textbox(label="From (YYYY-MM-DD)", elem_id="review-since", scale=1)
+        until = gr.Textbox(label="Before (YYYY-MM-DD)", elem_id="review-until", scale=1)
+        text = gr.Textbox(label="Text contains", elem_id="review-text", scale=2)
+        rnd = gr.Textbox(label="Learned in round", elem_id="review-round", scale=1)
+        search = gr.Button("Search", variant="primary", elem_id="review-search", scale=1)
+    with gr.Row(equal_height=True):
+        page_info = gr.Markdown(elem_id="review-page-info")
+        newer = gr.Button("← Newer", size="sm", elem_id="review-newer", interactive=False)
+        older = gr.Button("Older →", size="sm", elem_id="review-older", interactive=False)
+    table = gr.Dataframe(
+        headers=QUEUE_HEADERS,
+        datatype=["number", "str", "str", "str", "str", "str", "str", "str"],
+        interactive=False,
+        wrap=True,
+        elem_id="review-table",
+        label="Queue (click a row to open it)",
+        max_height=420,
+    )
+    with gr.Accordion("Bulk actions on selected rows", open=False, elem_id="review-bulk"):
+        selected = gr.CheckboxGroup([], label="Select", elem_id="review-selected", show_select_all=True)
+        with gr.Row(equal_height=True):
+            bulk_reason = gr.Textbox(label="Reason (for reject)", elem_id="review-bulk-reason", scale=3)
+            bulk_approve = gr.Button("Approve selected", elem_id="review-bulk-approve", scale=1)
+            bulk_reject = gr.Button("Reject selected", variant="stop", elem_id="review-bulk-reject", scale=1)
+            bulk_hold = gr.Button("Hold out selected", elem_id="review-bulk-hold", scale=1)
+    message = gr.HTML(elem_id="review-message")
+    detail = gr.HTML(demo_html(None), elem_id="review-detail")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            correction = gr.Textbox(label="Correction (edit, then Save)", lines=4, elem_id="review-correction")
+        with gr.Column(scale=1, min_width=220):
+            edit_skill = gr.Dropdown(
+                [], label="Skill", allow_custom_value=True, elem_id="review-edit-skill", info="pick or type a name"
+            )
+            save = gr.Button("Save edits", elem_id="review-save")
+    with gr.Row(equal_height=True):
+        reason = gr.Textbox(label="Reason (for reject)", elem_id="review-reason", scale=3)
+        approve = gr.Button("Approve", variant="primary", elem_id="review-approve", scale=1)
+        reject = gr.Button("Reject", variant="stop", elem_id="review-reject", scale=1)
+        hold_out = gr.Button("Hold out as probe", elem_id="review-hold-out", scale=1)
+        teacher = gr.Button("Teacher check", elem_id="review-teacher", scale=1)
+    check = gr.HTML(check_html(None), elem_id="review-check")
+    return ReviewComponents(
+        view, opened, status, skill, author, since, until, text, rnd, search, page_info, newer, older, table, selected,
+        bulk_reason, bulk_approve, bulk_reject, bulk_hold, detail, correction, edit_skill, reason, approve, reject,
+        save, hold_out, teacher, check, message,
+    )  # fmt: skip
+
+
+def build(state: AppState, demo: gr.Blocks) -> None:
+    """Lay out the review tab and wire its events (called inside `with gr.Tab(...)`)."""
+    h = ReviewHandlers(state)
+    c = h.c = layout()
+    filters = [c.status, c.skill, c.author, c.since, c.until, c.text, c.round]
+    page = [c.view, c.table, c.page_info, c.newer, c.older, c.selected, c.skill, c.author, c.message]
+    opened = [c.opened, c.detail, c.correction, c.edit_skill, c.check]
+    quiet = {"show_progress": "hidden"}
+
+    demo.load(h.on_load, None, page + opened, **quiet)
+    c.search.click(h.search, filters, page + opened, **quiet)
+    c.text.submit(h.search, filters, page + opened, **quiet)
+    c.older.click(h.older, [c.view], page, **quiet)
+    c.newer.click(h.newer, [c.view], page, **quiet)
+    c.table.select(h.open_row, [c.view], opened + [c.message], **quiet)
+
+    after = page + opened
+    c.approve.click(h.approve, [c.view, c.opened], after, **quiet)
+    c.reject.click(h.reject, [c.view, c.opened, c.reason], after + [c.reason], **quiet)
+    c.hold_out.click(h.hold_out, [c.view, c.opened, c.edit_skill], after, **quiet)
+    c.save.click(h.save, [c.view, c.opened, c.correction, c.edit_skill], after, **quiet)
+    c.teacher.click(h.teacher_check, [c.view, c.opened], [c.table, c.check, c.message], show_progress="minimal")
+    for button, action in ((c.bulk_approve, "approve"), (c.bulk_reject, "reject"), (c.bulk_hold, "hold_out")):
+        button.click(h.bulk_handler(action), [c.view, c.selected, c.bulk_reason], after, **quiet)

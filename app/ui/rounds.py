@@ -1,0 +1,208 @@
+"""The Rounds tab (admins): training rounds with status, live progress, loss and KL curves, demonstration counts and
+errors; the "Train now" button; the learning schedule's settings.
+
+A timer re-reads the rounds every few seconds while the tab is open, so a running round's progress and curves move
+by themselves (rounds write every optimizer step to the database). "Train now" starts a round in the background
+(app/ui/admin_jobs.train_now: the round, then the gate, then the hot swap of a promoted candidate).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import gradio as gr
+
+from app.state import AppState
+from app.ui import admin_data, admin_jobs, auth
+from app.ui.admin_view import esc, message, short
+from storage import leases
+from storage.demonstrations import count_fresh
+from storage.errors import ApprenticeError
+
+ADMIN = ("admin",)
+HEADERS = ["round", "status", "method", "from → to", "progress", "steps", "demos", "loss", "KL", "started", "s",
+           "error"]  # fmt: skip
+REFRESH_S = 3.0
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    return f"{value:.{digits}g}" if isinstance(value, int | float) else ""
+
+
+def round_table(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    return [
+        [
+            r["id"],
+            r["status"],
+            r["method"],
+            f"{r['parent'] or '?'} → {r['version'] or '…'}",
+            f"{100 * r['progress']:.0f}%",
+            r["steps_done"],
+            f"{r['demonstrations']}" + (f" +{r['replayed']}" if r["replayed"] else ""),
+            _num(r["loss"]),
+            _num(r["kl"]),
+            (r["started"] or "")[:16],
+            _num(r["seconds"], 4),
+            short(r["error"], 80),
+        ]
+        for r in rows
+    ]
+
+
+def curves(r: dict[str, Any] | None) -> Any:
+    """Loss and KL per optimizer step of one round (plotly), or None when it has no steps yet."""
+    import plotly.graph_objects as go
+
+    steps = (r or {}).get("steps") or []
+    if not steps:
+        return None
+    fig = go.Figure()
+    x = [s.get("step", i + 1) for i, s in enumerate(steps)]
+    for key, name in (("loss", "loss"), ("kl", "KL(teacher‖student)")):
+        ys = [s.get(key) for s in steps]
+        if any(y is not None for y in ys):
+            fig.add_trace(go.Scatter(x=x, y=ys, mode="lines+markers", name=name))
+    fig.update_layout(
+        title=f"Round {r['id']} ({r['method']}): per-step loss", xaxis_title="optimizer step",
+        height=320, margin={"l": 50, "r": 20, "t": 50, "b": 40}, legend={"orientation": "h"},
+    )  # fmt: skip
+    return fig
+
+
+def schedule_html(state: AppState) -> str:
+    s = state.settings
+    when = f"cron {s.learn_cron}" if s.learn_cron else f"every {s.learn_interval_minutes:g} minutes"
+    if not s.learn_cron and s.learn_interval_minutes <= 0:
+        when = "off (no interval, no cron)"
+    where = "inside this server" if s.learn_in_server else "in a separate `apprentice learn --daemon` process"
+    holder = leases.holder(state.db, name="learner")
+    items = [
+        ("Schedule", f"{when}, {where}"),
+        ("Starts when", f"at least {s.learn_min_demos} newly approved demonstration(s) wait (now: "
+                        f"{count_fresh(state.db)})"),
+        ("Method", f"{s.learn_method} (preset {s.learn_preset or 'default for the model'})"),
+        ("New versions", "made live at once" if s.learn_activate else "go through the evaluation gate"),
+        ("Round running now", holder or "none"),
+    ]  # fmt: skip
+    cell = "<tr><td style='padding:2px 10px 2px 0'><b>{}</b></td><td>{}</td></tr>"
+    rows = "".join(cell.format(esc(k), esc(v)) for k, v in items)
+    config = json.dumps(s.learn_config) if s.learn_config else "(preset values)"
+    return f'<table id="rounds-schedule">{rows}<tr><td><b>Overrides</b></td><td>{esc(config)}</td></tr></table>'
+
+
+def jobs_html(state: AppState) -> str:
+    jobs = [j for j in admin_jobs.jobs_of(state).list() if j["kind"] == "train"][:3]
+    if not jobs:
+        return ""
+    lines = "".join(f"<li>{esc(j['started'])} · <b>{esc(j['status'])}</b> · {esc(j['message'])}</li>" for j in jobs)
+    return f'<div id="rounds-jobs"><b>Train now</b><ul>{lines}</ul></div>'
+
+
+class RoundHandlers:
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self.c: dict[str, Any] = {}
+
+    def listing(self, chosen: int | None, note: str | None = None) -> dict:
+        c = self.c
+        rows = admin_data.round_rows(self.state.db)
+        ids = [r["id"] for r in rows]
+        chosen = chosen if chosen in ids else (ids[0] if ids else None)
+        detail = admin_data.read_round(self.state.db, chosen) if chosen is not None else None
+        out = {
+            c["table"]: round_table(rows),
+            c["choice"]: gr.update(choices=[(f"round {i}", i) for i in ids], value=chosen),
+            c["plot"]: curves(detail),
+            c["detail"]: self.detail_html(detail),
+            c["schedule"]: schedule_html(self.state),
+            c["jobs"]: jobs_html(self.state),
+        }
+        if note is not None:
+            out[c["message"]] = note
+        return out
+
+    @staticmethod
+    def detail_html(r: dict[str, Any] | None) -> str:
+        if r is None:
+            return "<p>No training rounds yet. Approve demonstrations, then Train now (or wait for the schedule).</p>"
+        error = ""
+        if r["error"]:
+            error = f"<div style='color:#b91c1c;white-space:pre-wrap'><b>Error:</b> {esc(r['error'])}</div>"
+        metrics = {k: v for k, v in r["metrics"].items() if k != "skipped"}
+        return (
+            f'<div id="round-detail"><b>Round {esc(r["id"])}</b> · {esc(r["status"])} · '
+            f"{esc(r['demonstrations'])} demonstration(s), {esc(r['replayed'])} replayed · "
+            f"{esc(len(r['steps']))} step(s){error}"
+            f"<details><summary>metrics and hyperparameters</summary><pre style='white-space:pre-wrap'>"
+            f"{esc(json.dumps({'metrics': metrics, 'hyperparameters': r['hyperparameters']}, indent=1))}</pre>"
+            "</details></div>"
+        )
+
+    def on_load(self, request: gr.Request) -> dict:
+        try:
+            auth.require_role(self.state, request, ADMIN)
+        except ApprenticeError:
+            return {self.c["timer"]: gr.Timer(active=False)}
+        return self.listing(None)
+
+    def refresh(self, chosen: int | None, request: gr.Request) -> dict:
+        try:
+            auth.require_role(self.state, request, ADMIN)
+            return self.listing(chosen)
+        except ApprenticeError as e:
+            return {self.c["message"]: message(str(e), error=True)}
+
+    def tick(self, chosen: int | None, seen: str, request: gr.Request) -> dict:
+        """The timer: show the rounds again only when something changed (no redraw of an unchanged plot)."""
+        try:
+            auth.require_role(self.state, request, ADMIN)
+        except ApprenticeError:
+            return {self.c["timer"]: gr.Timer(active=False)}
+        rows = admin_data.round_rows(self.state.db)
+        signature = json.dumps([rows, chosen, admin_jobs.jobs_of(self.state).list()[:3]], default=str)
+        if signature == seen:
+            return {}
+        return {**self.listing(chosen), self.c["seen"]: signature}
+
+    def pick_row(self, event: gr.SelectData, request: gr.Request) -> dict:
+        row = event.row_value or []
+        return self.refresh(int(row[0]) if row else None, request)
+
+    async def train_now(self, request: gr.Request) -> dict:
+        try:
+            auth.require_role(self.state, request, ADMIN)
+            await admin_jobs.train_now(self.state)
+            return self.listing(None, message("a training round is starting; its progress appears below"))
+        except ApprenticeError as e:
+            return {self.c["message"]: message(str(e), error=True)}
+
+
+def build(state: AppState, demo: gr.Blocks) -> None:
+    """Lay out the rounds tab and wire its events (called inside `with gr.Tab(...)`)."""
+    h = RoundHandlers(state)
+    with gr.Row(equal_height=True):
+        train = gr.Button("Train now", variant="primary", elem_id="rounds-train", scale=1)
+        choice = gr.Dropdown([], label="Round", elem_id="rounds-choice", scale=1)
+        refresh = gr.Button("Refresh", size="sm", elem_id="rounds-refresh", scale=1)
+    note = gr.HTML(elem_id="rounds-message")
+    jobs = gr.HTML(elem_id="rounds-jobs-box")
+    table = gr.Dataframe(
+        headers=HEADERS, interactive=False, wrap=True, elem_id="rounds-table", max_height=320,
+        label="Training rounds, newest first (click a row for its curves)",
+    )  # fmt: skip
+    plot = gr.Plot(label="Loss and KL per step", elem_id="rounds-plot")
+    detail = gr.HTML(elem_id="rounds-detail")
+    with gr.Accordion("Learning schedule", open=True):
+        schedule = gr.HTML(elem_id="rounds-schedule-box")
+    timer, seen = gr.Timer(REFRESH_S), gr.State("")
+    h.c = {"seen": seen, "table": table, "choice": choice, "plot": plot, "detail": detail, "schedule": schedule,
+           "jobs": jobs, "message": note, "timer": timer}  # fmt: skip
+    listing = [table, choice, plot, detail, schedule, jobs]
+    quiet = {"show_progress": "hidden"}
+    demo.load(h.on_load, None, [*listing, timer], **quiet)
+    refresh.click(h.refresh, [choice], [*listing, note], **quiet)
+    choice.input(h.refresh, [choice], [*listing, note], **quiet)
+    table.select(h.pick_row, None, [*listing, note], **quiet)
+    timer.tick(h.tick, [choice, seen], [*listing, seen, timer], **quiet)
+    train.click(h.train_now, None, [*listing, note], **quiet)
