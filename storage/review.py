@@ -1,4 +1,5 @@
-"""Review of demonstrations: approve, reject, edit, hold out (it becomes a probe), bulk import, the review queue.
+"""Review of demonstrations: approve, reject, edit, hold out (it becomes a probe), bulk import (the queue's pages
+are storage/queue.py).
 
 Every state change is one conditional UPDATE (`... WHERE status = 'pending'`): when two reviewers act on the same
 demonstration at once, exactly one wins and the other gets a Conflict naming the state it found; nothing is
@@ -8,17 +9,16 @@ the next round on.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from storage.db import reading, transaction
+from storage.db import transaction
 from storage.demonstrations import validate_messages
 from storage.errors import ApprenticeError, Conflict, NotFound
-from storage.models import DEMO_STATUSES, Demonstration, Probe, utcnow
+from storage.models import Demonstration, Probe, utcnow
 from storage.probes import ensure_skill, insert_probe
 
 
@@ -156,45 +156,3 @@ def import_demonstrations(
             )
             added += 1
     return added, len(rows) - added
-
-
-def review_queue(
-    engine: Engine,
-    *,
-    status: str | None = "pending",
-    skill: str | None = None,
-    author_id: int | None = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
-    text: str | None = None,
-    before_id: int | None = None,
-    limit: int = 50,
-) -> list[Demonstration]:
-    """Newest first, filtered; page on with `before_id` = the last id of the previous page (keyset pagination
-    stays fast at any depth)."""
-    if status is not None and status not in DEMO_STATUSES:
-        raise ApprenticeError(f"unknown status {status!r}; use one of {', '.join(DEMO_STATUSES)}")
-    query = select(Demonstration).order_by(Demonstration.id.desc()).limit(max(1, min(limit, 500)))
-    conditions = [
-        (status is not None, lambda: Demonstration.status == status),
-        (skill is not None, lambda: Demonstration.skill == skill),
-        (author_id is not None, lambda: Demonstration.author_id == author_id),
-        (since is not None, lambda: Demonstration.created >= since),
-        (until is not None, lambda: Demonstration.created < until),
-        (before_id is not None, lambda: Demonstration.id < before_id),
-    ]
-    for wanted, condition in conditions:
-        if wanted:
-            query = query.where(condition())
-    if text:
-        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        pattern = f"%{escaped}%"
-        query = query.where(
-            or_(
-                Demonstration.corrected_answer.ilike(pattern, escape="\\"),
-                Demonstration.original_answer.ilike(pattern, escape="\\"),
-                func.cast(Demonstration.messages, type_=Demonstration.note.type).ilike(pattern, escape="\\"),
-            )
-        )
-    with reading(engine) as s:
-        return list(s.scalars(query))

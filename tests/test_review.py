@@ -1,5 +1,5 @@
 """Review actions on demonstrations: one winner when two reviewers act at once, held-out demonstrations become
-probes, edits, and the filtered, keyset-paginated queue."""
+probes, and edits."""
 
 from __future__ import annotations
 
@@ -84,17 +84,3 @@ def test_edit_changes_text_and_skill_until_the_demonstration_is_closed(engine):
         review.edit(engine, demo_id=review_rejected.id, corrected_answer="x")
     with pytest.raises(ApprenticeError, match="cannot be empty"):
         review.edit(engine, demo_id=d.id, corrected_answer="  ")
-
-
-def test_queue_filters_and_pages(engine):
-    ids = [demo(engine, answer=f"answer {i}", skill="even" if i % 2 == 0 else "odd").id for i in range(7)]
-    review.approve(engine, demo_id=ids[0], reviewer_id=None)
-    page = review.review_queue(engine, limit=3)
-    assert [d.id for d in page] == ids[6:3:-1]
-    nxt = review.review_queue(engine, limit=3, before_id=page[-1].id)
-    assert [d.id for d in nxt] == ids[3:0:-1]
-    assert [d.id for d in review.review_queue(engine, skill="even")] == [ids[6], ids[4], ids[2]]
-    assert [d.id for d in review.review_queue(engine, status="approved")] == [ids[0]]
-    assert [d.id for d in review.review_queue(engine, text="answer 5")] == [ids[5]]
-    assert review.review_queue(engine, text="100%") == []
-    assert len(review.review_queue(engine, status=None, text="zorbia")) == 7
