@@ -110,7 +110,7 @@ def build(state: AppState, demo: gr.Blocks) -> None:
     c.message.stop(None, None, None, cancels=[sent, retried, edited], api_visibility="private")
 
     c.chatbot.undo(h.undo, [c.conversation], [*shown, c.message, c.status], **quiet)
-    c.chatbot.like(h.like, [c.conversation], [c.feedback, c.reason_row, c.reason, c.status], **quiet)
+    c.chatbot.like(h.like, [c.conversation], [c.feedback, c.reason_row, c.reason, c.status, *shown], **quiet)
     c.send_reason.click(h.save_reason, [c.feedback, c.reason], [c.reason_row, c.status], **quiet)
     c.reason.submit(h.save_reason, [c.feedback, c.reason], [c.reason_row, c.status], **quiet)
     c.chatbot.select(h.select, [c.conversation], [c.target, c.correction], **quiet)

@@ -101,7 +101,7 @@ class ChatHandlers:
         v = self.view(user, conversation_id)
         i = index[0] if isinstance(index, list | tuple) else index
         if not isinstance(i, int) or not 0 <= i < len(v.entries):
-            raise ApprenticeError("this conversation changed in the meantime; it has been reloaded, please try again")
+            raise ApprenticeError("this conversation changed in the meantime; it is shown as stored now, try again")
         return v, v.entries[i]
 
     # --- loading and switching -----------------------------------------------------------------------------------
@@ -282,7 +282,7 @@ class ChatHandlers:
             rating = 1 if data.liked else -1
             fb = chat_service.rate_reply(self.state, user_id=user.id, rating=rating, message_id=entry.message_id)
         except ApprenticeError as e:
-            return {c.status: problem(str(e))}
+            return {c.status: problem(str(e)), **self.safe_show(request, conversation_id)}
         thanks = "thanks, noted" if rating > 0 else "thanks; if you know a better answer, edit the reply or suggest one"
         return {c.feedback: fb.id, c.reason_row: gr.update(visible=True), c.reason: "", c.status: ok(thanks)}
 
