@@ -132,7 +132,8 @@ def correct_reply(
     response_id: str | None = None,
 ) -> Demonstration:
     """Store a correction of one of the user's replies as a pending demonstration, with the conversation up to and
-    including the user turn it answered and the original reply."""
+    including the user turn it answered and the original reply. Correcting the same reply again while the first
+    correction is still pending updates that demonstration instead of queueing a duplicate."""
     if not correction.strip():
         raise ApprenticeError("the correction cannot be empty")
     with transaction(engine) as s:
@@ -145,6 +146,18 @@ def correct_reply(
         messages = [{"role": m.role, "content": m.content} for m in context]
         if not messages or messages[-1]["role"] != "user":
             raise ApprenticeError("this reply does not answer a user turn, so it cannot be corrected")
+        pending = s.scalar(
+            select(Demonstration).where(
+                Demonstration.source_message_id == msg.id,
+                Demonstration.author_id == user_id,
+                Demonstration.status == "pending",
+            )
+        )
+        if pending is not None:
+            pending.corrected_answer = correction
+            pending.skill = (skill or "").strip() or pending.skill
+            s.flush()
+            return pending
         demo = Demonstration(
             messages=messages,
             original_answer=msg.content,

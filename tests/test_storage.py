@@ -98,3 +98,25 @@ def test_versions_base_and_activation(engine):
     assert [v.name for v in versions.list_versions(engine)] == [versions.BASE_VERSION]
     with pytest.raises(NotFound):
         versions.set_active(engine, name="v9")
+
+
+def test_correct_reply_keeps_context_refuses_others_and_dedupes(engine):
+    from storage import conversations
+
+    ann = users.create_user(engine, name="ann", role="user", password="password-1")
+    bob = users.create_user(engine, name="bob", role="user", password="password-2")
+    conv = conversations.create_conversation(engine, user_id=ann.id)
+    conversations.add_message(engine, conversation_id=conv.id, role="user", content="Capital of Veltoria?")
+    reply = conversations.add_message(
+        engine, conversation_id=conv.id, role="assistant", content="Paris.", model_version="v0", response_id="r-1"
+    )
+    demo = conversations.correct_reply(engine, user_id=ann.id, response_id="r-1", correction="Quellmar.", skill="geo")
+    assert demo.messages == [{"role": "user", "content": "Capital of Veltoria?"}]
+    assert (demo.original_answer, demo.corrected_answer, demo.status) == ("Paris.", "Quellmar.", "pending")
+    again = conversations.correct_reply(engine, user_id=ann.id, message_id=reply.id, correction="It is Quellmar.")
+    assert again.id == demo.id and again.corrected_answer == "It is Quellmar." and again.skill == "geo"
+    assert len(demonstrations.list_demonstrations(engine)) == 1
+    with pytest.raises(NotFound):
+        conversations.correct_reply(engine, user_id=bob.id, response_id="r-1", correction="Mine now.")
+    with pytest.raises(NotFound):
+        conversations.correct_reply(engine, user_id=ann.id, response_id="r-404", correction="x")
