@@ -1,0 +1,237 @@
+"""The learning benchmark's report: cached job records -> the JSON document, a markdown table and PNG plots.
+
+Headline accuracies are on the *report* facts (see learner/bench_facts.py); each method's headline point is its
+frontier point with the best *tune*-fact multiple-choice accuracy among those whose general-suite drop is at most
+2 points (`MAX_DROP`); if none qualifies, the point with the smallest drop, flagged `"drop_ok": false`.
+Means are over seeds; `per_seed` holds the values they average, `std` their spread (population std).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from storage.errors import ApprenticeError
+
+METRICS = ("direct", "indirect", "direct_mc", "indirect_mc")
+SUMMARY = (*METRICS, "general", "general_drop", "leakage", "seconds")
+COST = ("seconds_per_step", "generation_s", "teacher_s", "student_s", "tokens_per_s", "peak_rss_mb")
+
+
+def _mean(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return round(sum(vals) / len(vals), 4) if vals else None
+
+
+def _std(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return round(statistics.pstdev(vals), 4) if len(vals) > 1 else None
+
+
+def _mc(row: dict[str, Any]) -> float | None:
+    parts = [row.get("direct_mc"), row.get("indirect_mc")]
+    return None if None in parts else (parts[0] + parts[1]) / 2
+
+
+def summarize_record(record: dict[str, Any], base_general: float) -> dict[str, Any]:
+    """One run's headline numbers: report-split accuracies, general score and drop, leakage, training seconds."""
+    report, tune = record["facts"].get("report", {}), record["facts"].get("tune") or record["facts"].get("report", {})
+    out = {k: report.get(k) for k in METRICS}
+    out |= {"general": record["general"], "general_drop": round(base_general - record["general"], 4)}
+    out |= {"leakage": record["leakage"], "seconds": record.get("cost", {}).get("seconds", 0.0), "tune_mc": _mc(tune)}
+    return out
+
+
+def frontier(bench: Any, base_general: float) -> dict[str, list[dict[str, Any]]]:
+    """Per method, one entry per (lr, steps) point with at least one finished seed (missing seeds are left out)."""
+    from learner.bench_learn import METHODS, cached, frontier_points, point_config, run_seeds
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for m in METHODS:
+        out[m] = []
+        for lr, steps in frontier_points(bench, m):
+            found = [cached(bench, point_config(bench, m, lr, steps, seed)[1]) for seed in run_seeds(bench)]
+            runs = [r for r in found if r is not None]
+            if not runs:
+                continue
+            rows = [summarize_record(r, base_general) for r in runs]
+            point: dict[str, Any] = {"lr": lr, "steps": steps, "seeds": [r["seed"] for r in runs]}
+            point |= {k: _mean([row[k] for row in rows]) for k in (*SUMMARY, "tune_mc")}
+            point["per_seed"] = {k: [row[k] for row in rows] for k in SUMMARY}
+            point["std"] = {k: _std([row[k] for row in rows]) for k in SUMMARY}
+            point["cost"] = {k: _mean([r["cost"][k] for r in runs]) for k in COST}
+            point["default"] = (lr, steps) == bench.default_point(m)
+            out[m].append(point)
+    return out
+
+
+def headline(points: list[dict[str, Any]], max_drop: float) -> dict[str, Any] | None:
+    if not points:
+        return None
+    ok = [p for p in points if p["general_drop"] is not None and p["general_drop"] <= max_drop + 1e-9]
+    if ok:
+        best = max(ok, key=lambda p: (p["tune_mc"] or 0.0, -(p["seconds"] or 0.0)))
+        return {**best, "drop_ok": True}
+    return {**min(points, key=lambda p: p["general_drop"]), "drop_ok": False}
+
+
+def sequential(bench: Any) -> dict[str, Any]:
+    """Round x skill matrices (mean MC accuracy and generation accuracy of each skill's facts; None before the skill
+    is taught), the general score after each round, and each earlier skill's final/best ratio."""
+    from learner.bench_learn import METHODS, cached, round_config, run_seeds, sequence_skills
+
+    skills = sequence_skills(bench)
+    out: dict[str, Any] = {"skills": skills, "mc": {}, "gen": {}, "general": {}, "retention": {}, "per_seed": {}}
+    for m in METHODS:
+        per_seed = {}
+        for seed in run_seeds(bench):
+            rounds = []
+            for k in range(len(skills)):
+                record = cached(bench, round_config(bench, m, seed, k)[1])
+                if record is None:
+                    break
+                rounds.append(record)
+            if rounds:
+                per_seed[seed] = rounds
+        if not per_seed:
+            continue
+        n_rounds = min(len(v) for v in per_seed.values())
+
+        def matrix(fn: Any, rows_by_seed: dict = per_seed, n: int = n_rounds) -> list[list[float | None]]:
+            return [[_mean([fn(rows[k]["facts"].get(f"skill:{s}", {})) for rows in rows_by_seed.values()])
+                     if j <= k else None for j, s in enumerate(skills)] for k in range(n)]  # fmt: skip
+
+        out["mc"][m] = matrix(_mc)
+        out["gen"][m] = matrix(lambda row: None if row.get("direct") is None else (row["direct"] + row["indirect"]) / 2)
+        out["general"][m] = [_mean([rows[k]["general"] for rows in per_seed.values()]) for k in range(n_rounds)]
+        out["per_seed"][m] = {str(s): [[_mc(r["facts"].get(f"skill:{sk}", {})) for sk in skills] for r in rows]
+                              for s, rows in per_seed.items()}  # fmt: skip
+        mat = out["mc"][m]
+        out["retention"][m] = {
+            s: round(mat[-1][j] / best, 3) if (best := max(row[j] or 0 for row in mat)) else None
+            for j, s in enumerate(skills[: n_rounds - 1])
+        }
+    return out
+
+
+def assemble(bench: Any, wall_seconds: float) -> dict[str, Any]:
+    from learner.bench_learn import MAX_DROP, METHODS, cached, run_seeds
+
+    base = cached(bench, "base")
+    if base is None:
+        raise ApprenticeError(f"no base result in {bench.cache}: run the benchmark first")
+    base_general = base["general"]
+    front = frontier(bench, base_general)
+    methods: dict[str, Any] = {"base": {**summarize_record(base, base_general), "seconds": 0.0}}
+    for m in METHODS:
+        best = headline(front[m], MAX_DROP)
+        if best is not None:
+            methods[m] = best
+    defaults = {m: next((p for p in front[m] if p["default"]), None) for m in METHODS}
+    ratio = None
+    if defaults["sft"] and defaults["sdft"] and defaults["sft"]["seconds"]:
+        ratio = round(defaults["sdft"]["seconds"] / defaults["sft"]["seconds"], 2)
+    seq = sequential(bench)
+    report = {
+        "model": bench.options.model_name,
+        "facts": {
+            "path": str(bench.options.facts_path),
+            "n": len(bench.facts),
+            "report": sorted(i for i, r in bench.roles.items() if r == "report"),
+            "tune": sorted(i for i, r in bench.roles.items() if r == "tune"),
+        },  # fmt: skip
+        "seeds": run_seeds(bench),
+        "overrides": bench.options.overrides,
+        "quick": bench.options.quick,
+        "general_suite": {"n": len(bench.general), "base": base_general},
+        "base_facts": base["facts"],
+        "methods": methods,
+        "default_points": {m: {"lr": p["lr"], "steps": p["steps"]} for m, p in defaults.items() if p},
+        "cost_ratio": ratio,
+        "frontier": front,
+        "sequential": seq["mc"],
+        "sequential_detail": seq,
+        "max_drop": MAX_DROP,
+        "wall_seconds": round(wall_seconds, 1),
+    }
+    report["targets"] = targets(report)
+    return report
+
+
+def targets(report: dict[str, Any]) -> dict[str, Any]:
+    """The issue's targets, each with the numbers it was judged on (None where not measured)."""
+    m = report["methods"]
+    sft, sdft = m.get("sft"), m.get("sdft")
+    out: dict[str, Any] = {}
+    if sft and sdft:
+        out["direct_sdft_ge_sft"] = sdft["direct_mc"] >= sft["direct_mc"]
+        out["indirect_sdft_ge_sft_plus_10"] = sdft["indirect_mc"] >= sft["indirect_mc"] + 0.10
+        out["drop_sdft_le_third_of_sft"] = sdft["general_drop"] <= max(sft["general_drop"], 0) / 3
+    if report["cost_ratio"] is not None:
+        out["wall_ratio_le_2"] = report["cost_ratio"] <= 2.0
+    ret = report["sequential_detail"]["retention"].get("sdft")
+    if ret:
+        out["sdft_retention_ge_90pct"] = all(v is not None and v >= 0.9 for v in ret.values())
+    return out
+
+
+def write_all(report: dict[str, Any], out_dir: Path, json_path: Path | None = None) -> list[Path]:
+    from learner import bench_plots
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [json_path or out_dir / "bench_learn.json", out_dir / "bench_learn.md"]
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    paths[0].write_text(json.dumps(report, indent=1) + "\n")
+    paths[1].write_text(markdown(report))
+    return paths + bench_plots.plot_all(report, out_dir)
+
+
+def _pct(v: float | None, spread: float | None = None) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.1f}" + (f" ± {100 * spread:.1f}" if spread else "")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    seeds = report["seeds"]
+    lines = [f"# Learning benchmark: {report['model']}", "",
+             f"{report['facts']['n']} facts ({len(report['facts']['report'])} report, "
+             f"{len(report['facts']['tune'])} tune), seeds {seeds}, general suite {report['general_suite']['n']} "
+             f"probes{' (quick run)' if report['quick'] else ''}; wall {report['wall_seconds']:.0f} s. "
+             "Accuracies in % on the report facts (mean ± std over seeds); MC = multiple choice by log-likelihood.",
+             "", "| method | lr | steps | direct | indirect | direct MC | indirect MC | general | drop | leaked | "
+             "train s |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, row in report["methods"].items():
+        std = row.get("std", {})
+        cells = [_pct(row[k], std.get(k)) for k in (*METRICS, "general", "general_drop")]
+        flag = "" if row.get("drop_ok", True) else " (drop > 2)"
+        lines.append(f"| {name}{flag} | {row.get('lr', '-')} | {row.get('steps', '-')} | " + " | ".join(cells)
+                     + f" | {row['leakage']} | {row['seconds']:.0f} |")  # fmt: skip
+    lines += ["", f"SDFT/SFT wall-time ratio at the default points: {report['cost_ratio']}", "",
+              "| method | s/step | generation s | teacher s | student s | tokens/s | peak RSS MiB |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, row in report["methods"].items():
+        if "cost" in row:
+            lines.append(f"| {name} | " + " | ".join(str(row["cost"][k]) for k in COST) + " |")
+    lines += ["", "## Frontier (report facts)", "", "| method | lr | steps | direct MC | indirect MC | direct | "
+              "indirect | general drop | leaked | s |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for m, points in report["frontier"].items():
+        for p in points:
+            cells = [_pct(p[k]) for k in ("direct_mc", "indirect_mc", "direct", "indirect", "general_drop")]
+            lines.append(f"| {m}{' (default)' if p['default'] else ''} | {p['lr']:g} | {p['steps']} | "
+                         + " | ".join(cells) + f" | {p['leakage']} | {p['seconds']:.0f} |")  # fmt: skip
+    seq = report["sequential_detail"]
+    lines += ["", "## Sequential skills (MC accuracy of each skill's facts after each round)", ""]
+    for m, mat in seq["mc"].items():
+        lines += [
+            f"**{m}** (general after each round: {', '.join(_pct(g) for g in seq['general'][m])}; "
+            f"final/best per earlier skill: {seq['retention'][m]})",
+            "",
+            "| round | " + " | ".join(seq["skills"]) + " |",
+            "|---" * (len(seq["skills"]) + 1) + "|",
+        ]
+        lines += [f"| {k + 1} | " + " | ".join(_pct(v) for v in row) + " |" for k, row in enumerate(mat)] + [""]
+    lines += ["## Targets", ""] + [f"- {k}: {v}" for k, v in report["targets"].items()]
+    return "\n".join(lines) + "\n"
