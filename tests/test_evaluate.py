@@ -88,9 +88,9 @@ def test_unknown_skill_or_version_is_a_clear_error(engine, tiny_model_dir):
         evaluate_version(engine, tiny_model_dir, "v9", config=NO_SUITE)
 
 
-def add_version(engine, name: str, adapter_path: str | None) -> None:
+def add_version(engine, name: str, adapter_path: str | None, checksum: str | None = None) -> None:
     with transaction(engine) as s:
-        s.add(ModelVersion(name=name, parent="v0", adapter_path=adapter_path, status="candidate"))
+        s.add(ModelVersion(name=name, parent="v0", adapter_path=adapter_path, checksum=checksum, status="candidate"))
 
 
 def random_adapter(model_dir: str, out: Path, scale: float, seed: int = 0) -> str:
@@ -119,6 +119,9 @@ def test_an_adapter_version_is_scored_with_its_adapter(engine, tiny_model_dir, t
     add_version(engine, "v2", str(tmp_path / "missing"))
     with pytest.raises(Exception, match="adapter folder .* is missing"):
         evaluate_version(engine, tiny_model_dir, "v2", config=NO_SUITE)
+    add_version(engine, "v3", str(tmp_path / "v1"), checksum="0" * 64)
+    with pytest.raises(Exception, match="does not match its recorded checksum"):
+        evaluate_version(engine, tiny_model_dir, "v3", config=NO_SUITE)
 
 
 def test_cli_eval_json(tmp_path, tiny_model_dir):
