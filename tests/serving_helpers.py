@@ -18,6 +18,7 @@ from app.main import create_app
 from app.settings import Settings
 from app.state import AppState
 from storage import users
+from storage.errors import Conflict
 
 
 @dataclass
@@ -45,7 +46,8 @@ def running_server(settings: Settings) -> Iterator[Running]:
     state: AppState = app.state.apprentice
     keys = {}
     for name, role in (("ann", "admin"), ("bob", "user"), ("eve", "user")):
-        users.create_user(state.db, name=name, role=role, password="password-123")
+        with contextlib.suppress(Conflict):  # a restarted server on the same data directory
+            users.create_user(state.db, name=name, role=role, password="password-123")
         keys[name] = users.create_api_key(state.db, name=name)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -83,3 +85,15 @@ def sse_events(lines: Any) -> list[dict[str, Any] | str]:
             data = line[len("data: ") :]
             events.append(data if data == "[DONE]" else json.loads(data))
     return events
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """The tiny model gains nothing from threads, and on a busy 2-core machine OpenMP threads waiting on each
+    other make every small op slow: run the serving tests single-threaded, then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

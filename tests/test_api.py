@@ -15,9 +15,15 @@ from app.settings import Settings
 from learner.chat import encode_chat
 from storage import conversations, demonstrations
 from storage.models import Message
-from tests.serving_helpers import make_adapter, running_server, sse_events
+from tests.serving_helpers import make_adapter, running_server, sse_events, torch_threads
 
 HELLO = {"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8, "temperature": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from app.engines.sampling import Detokenizer, StopText
 from app.engines.transformers import TransformersEngine
 from learner.chat import encode_chat
 from storage.errors import Conflict, NotFound
+from tests.serving_helpers import torch_threads
 
 GREEDY = Sampling(temperature=0, max_tokens=12)
 PROMPTS = ["Hello there", "What is the capital of France?", "Count to five, please.", "Tell me a story about a cat"]
@@ -32,6 +33,12 @@ async def reply(engine, text: str, sampling: Sampling = GREEDY, version: str | N
         versions.add(d.version)
         finish = d.finish_reason
     return out, versions, finish
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

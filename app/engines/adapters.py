@@ -9,6 +9,7 @@ created on the meta device and filled by assignment, so an injection costs no in
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,9 @@ class AdapterSet:
 
     def delete(self, key: str) -> None:
         if self.peft is not None and key in self.peft.peft_config:
-            self.peft.delete_adapter(key)
+            with warnings.catch_warnings():  # "adapter X was active": peft's notion of active is unused here
+                warnings.simplefilter("ignore")
+                self.peft.delete_adapter(key)
 
     def _hook_new_layers(self) -> None:
         from peft.tuners.lora import LoraLayer

@@ -1,0 +1,84 @@
+"""`apprentice versions [--json]`, `apprentice versions add NAME --adapter DIR`, `apprentice activate NAME`.
+
+`activate` marks a version active in the database; a running server follows within its `version_poll_seconds`
+(hot swap: replies already streaming finish on their version). Rollback is `activate` of an earlier version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from app.activation import activate_version
+from app.services import open_database
+from app.settings import Settings
+from storage import versions
+from storage.models import ModelVersion
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser("versions", help="list model versions, oldest first", parents=[common])
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(handler=list_command)
+    actions = parser.add_subparsers(dest="versions_command", metavar="ACTION")
+    add = actions.add_parser("add", help="register a LoRA adapter folder as a candidate version", parents=[common])
+    add.add_argument("name")
+    add.add_argument("--adapter", required=True, help="folder written by peft's save_pretrained")
+    add.add_argument("--parent", help="the version it was trained from (default: the active one)")
+    add.add_argument("--reason", default="", help="a note shown in the list")
+    add.set_defaults(handler=add_command)
+    activate = sub.add_parser("activate", help="make a version live (also rollback)", parents=[common])
+    activate.add_argument("name")
+    activate.set_defaults(handler=activate_command)
+
+
+def as_dict(v: ModelVersion) -> dict[str, object]:
+    return {
+        "name": v.name,
+        "status": v.status,
+        "parent": v.parent,
+        "created": v.created.isoformat(timespec="seconds"),
+        "activated": v.activated.isoformat(timespec="seconds") if v.activated else None,
+        "adapter_path": v.adapter_path,
+        "round_id": v.round_id,
+        "reason": v.reason,
+    }
+
+
+def list_command(args: argparse.Namespace, settings: Settings) -> int:
+    rows = versions.list_versions(open_database(settings))
+    if args.json:
+        print(json.dumps([as_dict(v) for v in rows], indent=2))
+        return 0
+    print(f"{'name':<16} {'status':<10} {'parent':<16} {'created':<17} adapter")
+    for v in rows:
+        marker = "*" if v.status == "active" else " "
+        print(
+            f"{v.name:<15}{marker} {v.status:<10} {v.parent or '-':<16} {v.created:%Y-%m-%d %H:%M} "
+            f"{v.adapter_path or '(base model)'}"
+        )
+    return 0
+
+
+def add_command(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from storage.errors import ApprenticeError
+
+    adapter = Path(args.adapter).resolve()
+    if not (adapter / "adapter_config.json").is_file():
+        raise ApprenticeError(f"{args.adapter} is not a LoRA adapter folder (no adapter_config.json in it)")
+    db = open_database(settings)
+    parent = args.parent or versions.active_version(db).name
+    v = versions.create_version(db, name=args.name, adapter_path=str(adapter), parent=parent, reason=args.reason)
+    print(f"added candidate version {v.name} (parent {parent}); make it live with: apprentice activate {v.name}")
+    return 0
+
+
+def activate_command(args: argparse.Namespace, settings: Settings) -> int:
+    new, previous = activate_version(open_database(settings), args.name)
+    if new.name == previous.name:
+        print(f"{new.name} was already active")
+    else:
+        print(f"activated {new.name} (was {previous.name}); a running server switches to it within a few seconds")
+    return 0
