@@ -165,8 +165,9 @@ async def completions(body: CompletionRequest, state: StateDep, _user: UserDep) 
             raise ApprenticeError("streaming takes one prompt and no logprobs; send stream=false for those")
         stream = state.engine.complete(prompts[0], sampling, version=version)
         first = await anext(stream)
+        usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            _completion_events(first, stream, new_response_id("cmpl")),
+            _completion_events(first, stream, new_response_id("cmpl"), usage),
             media_type="text/event-stream",
             headers={VERSION_HEADER: first.version},
         )
@@ -217,23 +218,21 @@ async def _one_completion(
     return choice
 
 
-async def _completion_events(first: Delta, stream: AsyncIterator[Delta], response_id: str) -> AsyncIterator[str]:
+async def _completion_events(
+    first: Delta, stream: AsyncIterator[Delta], response_id: str, usage: bool
+) -> AsyncIterator[str]:
     created = int(time.time())
+    head = {"id": response_id, "object": "text_completion", "created": created, "model": first.version}
     try:
         d = first
         while True:
             choice = {"index": 0, "text": d.text, "logprobs": None, "finish_reason": _finish(d.finish_reason)}
-            payload = {
-                "id": response_id,
-                "object": "text_completion",
-                "created": created,
-                "model": first.version,
-                "choices": [choice],
-            }
-            yield _sse(payload)
+            yield _sse({**head, "choices": [choice]})
             if d.finish_reason is not None:
                 break
             d = await anext(stream)
+        if usage:
+            yield _sse({**head, "choices": [], "usage": _usage(d.prompt_tokens, d.completion_tokens)})
         yield "data: [DONE]\n\n"
     finally:
         await stream.aclose()

@@ -50,6 +50,7 @@ class _Sampled(_Request):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="one choice per request")
+    ignore_eos: bool = Field(False, description="vLLM's extension: generate max_tokens whatever the model says")
 
     @field_validator("stop")
     @classmethod
@@ -70,6 +71,7 @@ class _Sampled(_Request):
             max_tokens=max_tokens,
             stop=self.stop_tuple(),
             seed=self.seed,
+            ignore_eos=self.ignore_eos,
         )
 
 

@@ -1,0 +1,289 @@
+"""The `vllm` engine: a client of an external `vllm serve` started with runtime LoRA updating (README, "vLLM").
+
+Versions are LoRA adapters loaded into that server by name (`POST /v1/load_lora_adapter {"lora_name",
+"lora_path"}`, `/v1/unload_lora_adapter`) and chosen per request with `"model": <version name>`; version v0 is the
+base model under the name vLLM serves it (`base_model`). Prompts are sent as token ids built here with
+learner.chat.encode_chat, so a `<|im_start|>` typed by a user stays text (vLLM's own chat templating would turn it
+into a role marker). Hot swap works as in the embedded engine: load beside, flip, unload the old version once the
+replies streaming from it have ended. The adapter folders must be readable by the vLLM server at the same paths.
+
+Tested over real HTTP against our own server, which answers the same endpoints (tests/test_vllm_client.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from app.engines.base import (
+    BASE_VERSION,
+    Delta,
+    Engine,
+    EngineError,
+    Limits,
+    Sampling,
+    TokenLogprob,
+    check_input_length,
+    check_sampling,
+)
+from learner.chat import encode_chat
+from storage.errors import Conflict, NotFound
+
+log = logging.getLogger(__name__)
+
+
+class RemoteError(EngineError):
+    """The vLLM server refused a request or could not be reached; keeps the server's HTTP status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class VllmEngine(Engine):
+    def __init__(
+        self,
+        url: str,
+        *,
+        base_model: str,
+        tokenizer: Any,
+        api_key: str = "",
+        limits: Limits | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.base_model = base_model
+        self.tokenizer = tokenizer
+        self.limits = limits or Limits()
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout = httpx.Timeout(self.limits.request_timeout, connect=connect_timeout)
+        self._paths: dict[str, str | None] = {BASE_VERSION: None}
+        self._active = BASE_VERSION
+        self._inflight: collections.Counter[str] = collections.Counter()
+        self._retiring: set[str] = set()
+        self._state = threading.Lock()  # the four fields above
+        self._admin = threading.Lock()  # one load / unload / activate at a time
+
+    @property
+    def active(self) -> str:
+        return self._active
+
+    def loaded(self) -> list[str]:
+        with self._state:
+            return [n for n in self._paths if n not in self._retiring]
+
+    def _served_name(self, version: str) -> str:
+        return self.base_model if version == BASE_VERSION else version
+
+    # ---- HTTP
+
+    async def _post(self, path: str, payload: dict[str, Any]) -> httpx.Response:
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout, headers=self._headers) as client:
+                response = await client.post(self.url + path, json=payload)
+        except httpx.HTTPError as e:
+            raise RemoteError(f"the vLLM server at {self.url} cannot be reached: {e}", 502) from e
+        if response.status_code >= 400:
+            raise _remote_error(response.status_code, response.text)
+        return response
+
+    async def _admin_lock(self) -> None:
+        await asyncio.to_thread(self._admin.acquire)
+
+    # ---- versions
+
+    async def load(self, name: str, adapter_path: str | None) -> None:
+        await self._admin_lock()
+        try:
+            await self._load(name, adapter_path)
+        finally:
+            self._admin.release()
+
+    async def _load(self, name: str, adapter_path: str | None) -> None:
+        with self._state:
+            if name in self._paths:
+                if self._paths[name] != adapter_path:
+                    raise Conflict(f"version {name!r} is loaded from another folder; give a new version a new name")
+                self._retiring.discard(name)
+                return
+        if adapter_path is None:
+            raise EngineError(f"version {name!r} needs an adapter folder (only {BASE_VERSION} is the base model)")
+        try:
+            await self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": adapter_path})
+        except RemoteError as e:
+            if "already" not in str(e):  # loaded by an earlier run of ours: the same name is the same version
+                raise
+        with self._state:
+            self._paths[name] = adapter_path
+
+    async def unload(self, name: str) -> None:
+        await self._admin_lock()
+        try:
+            with self._state:
+                if name == BASE_VERSION:
+                    raise Conflict(f"{BASE_VERSION} is the base model and cannot be unloaded")
+                if name not in self._paths or name in self._retiring:
+                    raise NotFound(f"model version {name!r} is not loaded")
+                if name == self._active:
+                    raise Conflict(f"version {name!r} is active; activate another version before unloading it")
+            await self._retire(name)
+        finally:
+            self._admin.release()
+
+    async def activate(self, name: str, adapter_path: str | None) -> None:
+        await self._admin_lock()
+        try:
+            await self._load(name, adapter_path)
+            with self._state:
+                old, self._active = self._active, name
+            if old not in (name, BASE_VERSION):
+                await self._retire(old)
+        finally:
+            self._admin.release()
+
+    async def _retire(self, name: str) -> None:
+        with self._state:
+            if self._inflight[name] > 0:
+                self._retiring.add(name)  # `_release` unloads it when its last reply ends
+                return
+            del self._paths[name]
+        await self._post("/v1/unload_lora_adapter", {"lora_name": name})
+
+    def _acquire(self, version: str | None) -> str:
+        with self._state:
+            name = version or self._active
+            if name not in self._paths or name in self._retiring:
+                raise NotFound(f"model version {name!r} is not loaded (loaded: {', '.join(self._paths)})")
+            self._inflight[name] += 1
+            return name
+
+    def _release(self, name: str) -> None:
+        with self._state:
+            self._inflight[name] -= 1
+            if self._inflight[name] > 0 or name not in self._retiring:
+                return
+            self._retiring.discard(name)
+            del self._paths[name]
+        task = asyncio.get_running_loop().create_task(self._post("/v1/unload_lora_adapter", {"lora_name": name}))
+        task.add_done_callback(lambda t: t.exception() and log.error("unloading %s failed: %s", name, t.exception()))
+
+    # ---- generation
+
+    def chat(
+        self, messages: list[dict[str, str]], sampling: Sampling, *, version: str | None = None
+    ) -> AsyncIterator[Delta]:
+        return self._stream(lambda: encode_chat(self.tokenizer, messages), sampling, version)
+
+    def complete(
+        self, prompt: str | list[int], sampling: Sampling, *, version: str | None = None
+    ) -> AsyncIterator[Delta]:
+        return self._stream(lambda: self.encode(prompt), sampling, version, allow_zero_tokens=True)
+
+    async def _stream(
+        self, encode: Any, sampling: Sampling, version: str | None, *, allow_zero_tokens: bool = False
+    ) -> AsyncIterator[Delta]:
+        check_sampling(sampling, self.limits, allow_zero_tokens=allow_zero_tokens)
+        ids = encode()
+        check_input_length(len(ids), self.limits)
+        name = self._acquire(version)
+        try:
+            if sampling.max_tokens == 0:
+                yield Delta(text="", version=name, finish_reason="length", prompt_tokens=len(ids))
+                return
+            text, count = "", 0
+            async for choice, usage in self._completion_events(name, ids, sampling):
+                count = usage.get("completion_tokens", count + (1 if choice.get("text") else 0))
+                finish = choice.get("finish_reason")
+                text += choice.get("text") or ""
+                if not (choice.get("text") or finish):
+                    continue
+                # the server does not send token ids: re-encode the finished text (for logprobs of the completion)
+                token_ids = tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if finish else ()
+                yield Delta(choice.get("text") or "", name, finish, len(ids), len(token_ids) or count, token_ids)
+                if finish:
+                    return
+        finally:
+            self._release(name)
+
+    async def _completion_events(
+        self, name: str, ids: list[int], sampling: Sampling
+    ) -> AsyncIterator[tuple[dict[str, Any], dict[str, Any]]]:
+        payload = {
+            "model": self._served_name(name),
+            "prompt": ids,
+            "max_tokens": sampling.max_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "stop": list(sampling.stop) or None,
+            "seed": sampling.seed,
+            "ignore_eos": sampling.ignore_eos,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        try:
+            async with (
+                httpx.AsyncClient(timeout=self._timeout, headers=self._headers) as client,
+                client.stream("POST", self.url + "/v1/completions", json=payload) as response,
+            ):
+                if response.status_code >= 400:
+                    raise _remote_error(response.status_code, (await response.aread()).decode(errors="replace"))
+                async for line in response.aiter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    event = json.loads(line[len("data: ") :])
+                    if "error" in event:
+                        raise _remote_error(502, json.dumps(event))
+                    usage = event.get("usage") or {}
+                    for choice in event.get("choices") or [{}]:
+                        yield choice, usage
+        except httpx.HTTPError as e:
+            raise RemoteError(f"the vLLM server at {self.url} failed mid-reply: {e}", 502) from e
+
+    async def prompt_logprobs(
+        self, prompt: str | list[int], *, version: str | None = None, top: int = 0
+    ) -> list[TokenLogprob]:
+        ids = self.encode(prompt)
+        check_input_length(len(ids), self.limits)
+        name = self._acquire(version)
+        try:
+            payload = {
+                "model": self._served_name(name),
+                "prompt": ids,
+                "max_tokens": 1,  # vLLM scores the prompt while generating; the one extra token is dropped below
+                "temperature": 0,
+                "echo": True,
+                "logprobs": max(top, 1),
+            }
+            logprobs = (await self._post("/v1/completions", payload)).json()["choices"][0]["logprobs"]
+        finally:
+            self._release(name)
+        rows = []
+        for i, token_id in enumerate(ids):
+            alternatives = dict(list((logprobs["top_logprobs"][i] or {}).items())[:top])
+            rows.append(
+                TokenLogprob(
+                    token=logprobs["tokens"][i],
+                    logprob=logprobs["token_logprobs"][i],
+                    offset=logprobs["text_offset"][i],
+                    top=alternatives,
+                    token_id=token_id,
+                )
+            )
+        return rows
+
+
+def _remote_error(status: int, body: str) -> RemoteError:
+    try:
+        message = json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = body.strip()[:500] or f"HTTP {status}"
+    if status == 404:
+        return RemoteError(f"the vLLM server does not know this model: {message}", 404)
+    return RemoteError(f"the vLLM server answered {status}: {message}", status if status < 500 else 502)
