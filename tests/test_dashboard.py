@@ -83,7 +83,7 @@ def test_heatmap_and_lines(history):
 
     fig = dashboard.lines(data)
     by_name = {t.name: t for t in fig.data}
-    general = by_name["general (general suite)"]
+    general = by_name["general"]
     assert general.line.width == 5 and by_name["geo"].line.width == 2
     assert list(general.y) == pytest.approx([40.0, 41.0, 30.0])
     assert list(general.marker.symbol) == ["circle", "circle", "x"]

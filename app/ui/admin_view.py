@@ -162,10 +162,10 @@ def table_html(headers: list[str], rows: list[list[Any]], *, elem: str = "") -> 
     return f'<table{ident} style="border-collapse:collapse;width:100%"><tr>{head}</tr>{body}</table>'
 
 
-def side_by_side(pairs: list[dict[str, Any]], *, old: str, new: str) -> str:
+def side_by_side(pairs: list[dict[str, Any]], *, old: str, new: str, empty: str = "Nothing to compare.") -> str:
     """Old-vs-new answers: question and reference, then both versions' answers in two columns."""
     if not pairs:
-        return "<p>Nothing to compare here.</p>"
+        return f"<p>{esc(empty)}</p>"
     out = []
     for p in pairs:
         old_note = new_note = ""

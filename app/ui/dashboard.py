@@ -90,11 +90,12 @@ def lines(data: Dashboard) -> Any:
     fig = go.Figure()
     for skill in data.skills:
         general = skill in data.general
+        name = f"{skill} (general suite)" if general and "general" not in skill else skill
         ys = [None if data.score[v["name"]][skill] is None else 100 * data.score[v["name"]][skill]
               for v in data.versions]  # fmt: skip
         fig.add_trace(
             go.Scatter(
-                x=labels, y=ys, name=f"{skill} (general suite)" if general else skill, mode="lines+markers",
+                x=labels, y=ys, name=name, mode="lines+markers",
                 connectgaps=True, line={"width": 5 if general else 2, **({"color": "black"} if general else {})},
                 marker={"symbol": ["x" if s == "rejected" else "circle" for s in status], "size": 11,
                         "line": {"width": 1}},

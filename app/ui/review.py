@@ -75,6 +75,7 @@ def layout() -> ReviewComponents:
         datatype=["number", "str", "str", "str", "str", "str", "str", "str"],
         interactive=False,
         wrap=True,
+        column_widths=["5%", "9%", "9%", "8%", "12%", "25%", "22%", "10%"],
         elem_id="review-table",
         label="Queue (click a row to open it)",
         max_height=420,

@@ -18,6 +18,8 @@ from app.ui.admin_view import esc, message, short, side_by_side, table_html
 from storage.errors import ApprenticeError
 
 ADMIN = ("admin",)
+NO_PROBES = "No per-probe replies stored for both versions: evaluate both (Dashboard tab) to compare them here."
+NO_DEMOS = "This version's round learned no demonstrations (or it is the base model)."
 HEADERS = ["version", "status", "parent", "round", "method", "learned", "scores", "created", "activated", "note"]
 
 
@@ -135,9 +137,10 @@ class VersionHandlers:
             got = await admin_actions.compare(self.state, chosen)
             old, new = f"{got['parent']} (old)", f"{got['version']} (new)"
             body = (
-                f"<h4>Probes (from stored evaluations)</h4>{side_by_side(got['probes'], old=old, new=new)}"
+                "<h4>Probes (from stored evaluations)</h4>"
+                f"{side_by_side(got['probes'], old=old, new=new, empty=NO_PROBES)}"
                 f"<h4>Demonstrations learned (answered now, greedy)</h4>"
-                f"{side_by_side(got['demonstrations'], old=old, new=new)}"
+                f"{side_by_side(got['demonstrations'], old=old, new=new, empty=NO_DEMOS)}"
             )
             return {self.c["compare"]: f'<div id="version-compare">{body}</div>', self.c["message"]: ""}
         except ApprenticeError as e:
