@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from app.engines.adapters import read_adapter
 from app.engines.base import EngineBusy, EngineError, Limits, Sampling
 from app.engines.sampling import Detokenizer, StopText
 from app.engines.transformers import TransformersEngine
@@ -220,6 +221,12 @@ def test_versions_share_one_batch_and_keep_their_output(tiny_engine, adapter_dir
 
         for (v, p), (text, versions, _) in asyncio.run(mixed()).items():
             assert versions == {v} and text == alone[(v, p)]
+        # a second adapter on the wrapped layers takes the fast path (built aside, attached between steps): same model
+        assert tiny_engine._adapters.prepare(*read_adapter(adapter_dir, "cpu")) is not None
+        asyncio.run(tiny_engine.load("v1-again", adapter_dir))
+        assert asyncio.run(reply(tiny_engine, PROMPTS[0], version="v1-again"))[0] == alone[("v1", PROMPTS[0])]
+        asyncio.run(tiny_engine.unload("v1-again"))
+        assert asyncio.run(reply(tiny_engine, PROMPTS[0], version="v1"))[0] == alone[("v1", PROMPTS[0])]
         with pytest.raises(Conflict, match="another folder"):
             asyncio.run(tiny_engine.load("v1", str(adapter_dir) + "/.."))
         with pytest.raises(EngineError, match="not a LoRA adapter folder"):

@@ -137,8 +137,12 @@ class GenerationLoop:
             self._cond.notify()
 
     def cancel(self, job: Job) -> None:
+        """The caller is gone: its slot is free for the next request now; the row leaves before the next step."""
         job.cancelled = True
         with self._cond:
+            self._admitted.discard(job)
+            if job in self._waiting:
+                self._waiting.remove(job)
             self._cond.notify()
 
     def call(self, fn: Callable[[], Any]) -> concurrent.futures.Future:

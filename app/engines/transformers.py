@@ -123,7 +123,11 @@ class TransformersEngine(Engine):
                 raise EngineError(f"version {name!r} needs an adapter folder (only {BASE_VERSION} is the base model)")
             config, weights = read_adapter(path, self._gen.device)
             key = f"adapter{next(self._keys)}"  # peft keys cannot hold every character a version name may
-            self._gen.call(lambda: self._adapters.inject(key, config, weights)).result()
+            prepared = self._adapters.prepare(config, weights)  # off the generation thread: no pause for streams
+            if prepared is not None:
+                self._gen.call(lambda: self._adapters.attach(key, prepared)).result()
+            else:
+                self._gen.call(lambda: self._adapters.inject(key, config, weights)).result()
             with self._state:
                 self._versions[name] = (key, path)
             log.info("loaded version %s from %s", name, path)
