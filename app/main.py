@@ -39,7 +39,7 @@ def create_engine(settings: Settings) -> Engine:
         return VllmEngine(
             settings.vllm_url,
             api_key=settings.vllm_api_key,
-            base_model=settings.vllm_base_model or settings.model,
+            base_model=settings.vllm_base_model,
             tokenizer=load_tokenizer(folder),
             limits=limits,
         )

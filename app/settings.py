@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     vllm_url: str = Field("http://127.0.0.1:8000", description="Base URL of the external vLLM server (engine=vllm).")
     vllm_api_key: str = Field("", description="API key sent to the vLLM server, if it wants one.")
     vllm_base_model: str = Field(
-        "", description="Name vLLM serves the base model under (version v0); default: the --model value."
+        "v0", description="Name vLLM serves the base model under (its --served-model-name); it is version v0."
     )
 
     # learning (learner/; `apprentice learn`)

@@ -127,3 +127,22 @@ def test_cli_activate_reaches_a_running_server(setup, capsys):
         assert server.state.engine.active == "v1"
         assert main(["activate", "v9", *argv]) == 1
         assert capsys.readouterr().err.strip() == "error: no model version named 'v9'"
+
+
+def test_bench_swap_measurement_on_the_tiny_model(setup):
+    """The measurement behind `apprentice bench serve`'s swap figures, small: 4 streams, 2 swaps."""
+    from app.bench import BenchConfig, swap_under_load
+    from app.engines.base import Limits
+    from app.engines.transformers import TransformersEngine
+
+    settings, adapters = setup
+    engine = TransformersEngine.from_folder(settings.model, device="cpu", limits=Limits(max_concurrent=4))
+    cfg = BenchConfig(streams=4, swaps=2, swap_tokens=8, steady_seconds=1.5)
+    paths = {"bench-a": adapters["v1"], "bench-b": adapters["v2"]}
+    try:
+        result = asyncio.run(swap_under_load(engine, paths, cfg))
+    finally:
+        asyncio.run(engine.close())
+    assert result["activations"] == 2 and result["failed_requests"] == 0 and result["mixed_version_replies"] == 0
+    assert result["steady_gap_p99_s"] > 0 and result["swap_max_gap_s"] > 0 and result["swap_time_max_s"] > 0
+    assert engine.active == "bench-b"

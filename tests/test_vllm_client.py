@@ -106,3 +106,24 @@ def test_errors_are_clear(server):
     with pytest.raises(RemoteError, match="cannot be reached|failed mid-reply") as gone:
         asyncio.run(collect(down.chat(HELLO, GREEDY)))
     assert gone.value.status == 502
+
+
+def test_a_server_on_the_vllm_engine_serves_through_the_other(server, tiny_model_dir, tmp_path):
+    """`apprentice serve --engine vllm` pointed at a server that speaks vLLM's API (here: ours)."""
+    import httpx
+
+    front = Settings(
+        data_dir=tmp_path / "front",
+        model=tiny_model_dir,
+        engine="vllm",
+        vllm_url=server.url,
+        vllm_api_key=server.keys["ann"],
+        version_poll_seconds=60,
+    )
+    with running_server(front) as proxy:
+        assert isinstance(proxy.state.engine, VllmEngine)
+        body = {"messages": HELLO, "max_tokens": 10, "temperature": 0}
+        r = httpx.post(proxy.url + "/v1/chat/completions", json=body, headers=proxy.headers(), timeout=60)
+        assert r.status_code == 200 and r.headers["X-Model-Version"] == "v0"
+        direct = asyncio.run(collect(server.state.engine.chat(HELLO, GREEDY, version="v0")))
+        assert r.json()["choices"][0]["message"]["content"] == direct[0]

@@ -97,6 +97,11 @@ class TransformersEngine(Engine):
         with self._state:
             return [name for name in self._versions if name not in self._retiring]
 
+    def retiring(self) -> list[str]:
+        """Versions replaced or unloaded that still finish replies; each goes when its last reply ends."""
+        with self._state:
+            return sorted(self._retiring)
+
     # ---- versions
 
     async def load(self, name: str, adapter_path: str | None) -> None:
