@@ -16,7 +16,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, distinct, func, or_, select
+from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.orm import aliased
 
 from storage.db import reading
@@ -143,16 +143,15 @@ def queue_ids(engine: Engine, filter: QueueFilter, *, limit: int = MAX_PAGE) -> 
 
 def queue_authors(engine: Engine) -> list[tuple[int, str]]:
     """(user id, name) of everyone who wrote a demonstration, by name: the author filter's choices."""
-    query = (
-        select(distinct(User.id), User.name).join(Demonstration, Demonstration.author_id == User.id).order_by(User.name)
-    )
+    query = select(User.id, User.name).join(Demonstration, Demonstration.author_id == User.id)
+    query = query.distinct().order_by(User.name)
     with reading(engine) as s:
         return [(i, n) for i, n in s.execute(query)]
 
 
 def queue_skills(engine: Engine) -> list[str]:
     """Skill names in use on demonstrations, sorted (the skill filter's choices)."""
-    query = select(distinct(Demonstration.skill)).where(Demonstration.skill.is_not(None)).order_by(Demonstration.skill)
+    query = select(Demonstration.skill).where(Demonstration.skill.is_not(None)).distinct().order_by(Demonstration.skill)
     with reading(engine) as s:
         return [name for name in s.scalars(query)]
 

@@ -301,3 +301,54 @@ def test_queue_pages_stay_fast_at_100k_rows(engine):
     assert deep.total == 33_334 and deep.first_index + len(deep.rows) == deep.total and deep.older is None
     assert [r.demo.id for r in deep.rows][:2] == [37, 34] and deep.newer == 37
     assert queue_page(engine, QueueFilter(status=None, text="question 99999")).total == 1
+
+
+# --- the admin tabs' handlers check the role themselves ------------------------------------------------------------
+
+
+def test_admin_tab_handlers_refuse_the_wrong_roles(engine, tmp_path):
+    import asyncio
+
+    import gradio as gr
+
+    from app.state import AppState
+    from app.ui import dashboard, data_tab, review, rounds
+    from app.ui import versions as versions_tab
+    from app.ui.review_handlers import ReviewHandlers
+
+    for name, role in (("bob", "user"), ("rita", "reviewer"), ("ann", "admin")):
+        users.create_user(engine, name=name, role=role, password="password-123")
+    state = AppState(settings=Settings(data_dir=tmp_path), db=engine, engine=None)  # type: ignore[arg-type]
+    with gr.Blocks() as demo:
+        h = ReviewHandlers(state)
+        h.c = review.layout()
+        v, r, d = versions_tab.VersionHandlers(state), rounds.RoundHandlers(state), dashboard.DashboardHandlers(state)
+        for handlers in (v, r, d):
+            handlers.c = {"message": gr.HTML(), "timer": gr.Timer(), "seen": gr.State(), "summary": gr.HTML()}
+        data = data_tab.DataHandlers(state)
+    del demo
+    demo_id = new_demo(engine, author=None)
+    as_ = {n: gr.Request(username=n) for n in ("bob", "rita", "ann")}
+
+    refused = h.approve({}, demo_id, as_["bob"])[h.c.message]
+    assert "needs the admin or reviewer role" in refused and "Sorry" in refused
+    assert h.reject({}, demo_id, "no", as_["bob"])[h.c.message].count("needs the") == 1
+    assert "needs the" in h.bulk_handler("approve")({}, [demo_id], "", as_["bob"])[h.c.message]
+    assert "needs the" in asyncio.run(h.teacher_check({}, demo_id, as_["bob"]))[h.c.message]
+    assert admin_status(engine, demo_id) == "pending"
+    for who in ("rita", "bob"):  # reviewers review; admin tabs refuse them as they refuse users
+        assert "needs the admin role" in asyncio.run(v.activate("v0", as_[who]))[v.c["message"]]
+        assert "needs the admin role" in asyncio.run(r.train_now(as_[who]))[r.c["message"]]
+        assert "needs the admin role" in asyncio.run(d.evaluate("v0", "base", as_[who]))[d.c["message"]]
+        assert "needs the admin role" in data.do_import(None, "auto", False, False, "", as_[who])
+        assert "needs the admin role" in data.do_export("demos", "ours", "*", as_[who])[1]
+    out = h.bulk_handler("approve")({}, [demo_id], "", as_["rita"])
+    assert "1 demonstration(s) approved" in out[h.c.message] and admin_status(engine, demo_id) == "approved"
+    exported = data.do_export("demos", "trl", "*", as_["ann"])
+    assert "exported 1 demonstrations (trl)" in exported[1]
+
+
+def admin_status(engine, demo_id: int) -> str:
+    from storage.demonstrations import get_demonstrations
+
+    return get_demonstrations(engine, ids=[demo_id])[0].status

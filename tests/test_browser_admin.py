@@ -176,6 +176,11 @@ def test_admin_rolls_back_and_sees_every_tab(server, browser):
     from playwright.sync_api import expect
 
     url, data = server
+    user_page = sign_in(browser, url, "bob")  # a plain user: the chat only, and no handler fails on page load
+    expect(user_page.get_by_role("tab", name="Chat")).to_be_visible()
+    for tab in ("Review", "Versions", "Rounds", "Dashboard", "Data"):
+        expect(user_page.get_by_role("tab", name=tab)).to_be_hidden()
+    user_page.close()
     page = sign_in(browser, url, "ada")
     page.get_by_role("tab", name="Versions").click()
     expect(page.locator("#versions-table")).to_contain_text("active ●")
@@ -204,3 +209,6 @@ def test_admin_rolls_back_and_sees_every_tab(server, browser):
     page.locator("#data-export").click()
     expect(page.locator("#data-export-result")).to_contain_text("exported 4 demonstrations")
     page.screenshot(path=str(SHOTS / "apprentice-admin-data.png"), full_page=True)
+    page.wait_for_timeout(4000)  # let the rounds timer tick at least once more
+    log = (data / "serve.log").read_text()
+    assert "Traceback" not in log, log[log.index("Traceback") - 200 :][:3000]

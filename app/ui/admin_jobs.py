@@ -119,6 +119,11 @@ async def train_now(state: AppState) -> dict[str, Any]:
             if result.get("status") in ("failed", "busy"):
                 raise ApprenticeError(result.get("message") or "the round failed")
             return result
+        if state.settings.learn_activate:  # the round made its version live at once: no gate decides
+            from app.activation import sync_engine
+
+            await sync_engine(state)
+            return result | {"promoted": True, "gate": "no gate: learn_activate is on"}
         job["message"] = f"{result['message']}; evaluating {result['version']} for the gate"
         return result | await gate_and_activate(state, result["version"])
 

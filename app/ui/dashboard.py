@@ -163,7 +163,7 @@ class DashboardHandlers:
         try:
             auth.require_role(self.state, request, ADMIN)
         except ApprenticeError:
-            return {}
+            return {self.c["summary"]: ""}  # the tab is hidden from this user
         return self.show("base")
 
     def refresh(self, against: str, request: gr.Request) -> dict:

@@ -125,7 +125,7 @@ class ReviewHandlers:
         try:
             self.user(request)
         except ApprenticeError:
-            return {}  # the tab is hidden from this user; nothing to show
+            return {self.c.message: ""}  # the tab is hidden from this user; nothing to show
         return self.search("pending", "*", 0, "", "", "", "", request)
 
     def search(

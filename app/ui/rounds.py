@@ -162,7 +162,7 @@ class RoundHandlers:
         rows = admin_data.round_rows(self.state.db)
         signature = json.dumps([rows, chosen, admin_jobs.jobs_of(self.state).list()[:3]], default=str)
         if signature == seen:
-            return {}
+            return {self.c["seen"]: seen}  # nothing changed
         return {**self.listing(chosen), self.c["seen"]: signature}
 
     def pick_row(self, event: gr.SelectData, request: gr.Request) -> dict:

@@ -92,7 +92,7 @@ class VersionHandlers:
         try:
             auth.require_role(self.state, request, ADMIN)
         except ApprenticeError:
-            return {}
+            return {self.c["message"]: ""}  # the tab is hidden from this user
         return self.listing(None)
 
     def refresh(self, chosen: str | None, request: gr.Request) -> dict:
