@@ -26,11 +26,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.engines.base import Limits, Sampling
 from app.engines.transformers import TransformersEngine
-from app.settings import Settings
+
+if TYPE_CHECKING:  # the measurements run where only torch, transformers and peft are installed (a GPU check)
+    from app.settings import Settings
 
 PROMPTS = [
     "What is the capital of France?",

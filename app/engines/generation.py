@@ -13,6 +13,7 @@ No asyncio here: a job reports through its `emit` callback (thread-safe on the c
 from __future__ import annotations
 
 import concurrent.futures
+import inspect
 import logging
 import threading
 import time
@@ -113,6 +114,8 @@ class GenerationLoop:
         eos = model.generation_config.eos_token_id
         self.eos_ids = {*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id} - {None}
         self.adapter_names: list[str] = []  # read by the LoRA layers' pre-hooks during each forward
+        # transformers 5.24 renamed `past_key_values` to `cache` (the old name warns, and goes in 5.40)
+        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self.stats = {"steps": 0, "tokens": 0, "max_rows": 0}
         self._cond = threading.Condition()
         self._waiting: deque[Job] = deque()
@@ -229,7 +232,9 @@ class GenerationLoop:
             n = min(budget, len(job.prompt) - job.prefilled)
             chunk = torch.tensor([job.prompt[job.prefilled : job.prefilled + n]], device=self.device)
             positions = torch.arange(job.prefilled, job.prefilled + n, device=self.device)[None]
-            logits = self._forward([job.adapter], input_ids=chunk, position_ids=positions, cache=job.cache)
+            logits = self._forward(
+                [job.adapter], input_ids=chunk, position_ids=positions, **{self._cache_arg: job.cache}
+            )
             job.prefilled += n
             budget -= n
             if job.prefilled == len(job.prompt):
@@ -254,7 +259,7 @@ class GenerationLoop:
             input_ids=batch.last,
             attention_mask=mask,
             position_ids=batch.pos[:, None],
-            cache=batch.cache,
+            **{self._cache_arg: batch.cache},
         )
         batch.mask, batch.pos = mask, batch.pos + 1
         self.stats["steps"] += 1
@@ -309,8 +314,8 @@ class GenerationLoop:
             logits = self.model(
                 input_ids=torch.tensor([chunk], device=self.device),
                 position_ids=torch.arange(start, start + len(chunk), device=self.device)[None],
-                cache=cache,
                 use_cache=True,
+                **{self._cache_arg: cache},
             ).logits[0]
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             following = ids[start + 1 : start + 1 + len(chunk)]  # the token each position predicts
