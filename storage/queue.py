@@ -21,7 +21,7 @@ from sqlalchemy.orm import aliased
 
 from storage.db import reading
 from storage.errors import ApprenticeError
-from storage.models import DEMO_STATUSES, Demonstration, RoundDemonstration, User
+from storage.models import DEMO_STATUSES, Demonstration, RoundDemonstration, TeacherCheck, User
 
 MAX_PAGE = 500
 
@@ -37,6 +37,7 @@ class QueueFilter:
     until: dt.datetime | None = None
     text: str | None = None
     round_id: int | None = None  # demonstrations a training round learned (lineage)
+    teacher_below: float | None = None  # whose latest teacher check agreed with the correction less than this
 
     def __post_init__(self) -> None:
         if self.status is not None and self.status not in DEMO_STATUSES:
@@ -58,6 +59,12 @@ class QueueFilter:
         if self.round_id is not None:
             learned = select(RoundDemonstration.demonstration_id).where(RoundDemonstration.round_id == self.round_id)
             out.append(Demonstration.id.in_(learned))
+        if self.teacher_below is not None:
+            latest = select(func.max(TeacherCheck.id)).group_by(TeacherCheck.demonstration_id)
+            flagged = select(TeacherCheck.demonstration_id).where(
+                TeacherCheck.id.in_(latest), TeacherCheck.teacher_agreement < self.teacher_below
+            )
+            out.append(Demonstration.id.in_(flagged))
         if self.text and self.text.strip():
             escaped = self.text.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             pattern = f"%{escaped}%"

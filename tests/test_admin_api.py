@@ -163,6 +163,9 @@ def test_teacher_check_runs_the_live_model_with_and_without_the_demonstration(se
     assert check["teacher_disagrees"] is True and check["teacher_agreement"] < 0.5
     listed = call(server, "GET", "/api/admin/demonstrations", "rita", params={"limit": 1}).json()["items"][0]
     assert listed["id"] == demo_id and listed["teacher_check"]["teacher_disagrees"] is True
+    unchecked = new_demo(server.state.db, "Not checked yet.")
+    flagged = call(server, "GET", "/api/admin/demonstrations", "rita", params={"flagged": "true"}).json()["items"]
+    assert [x["id"] for x in flagged] == [demo_id] and unchecked != demo_id
     call(server, "PATCH", f"/api/admin/demonstrations/{demo_id}", "rita", json={"corrected_answer": "Quillmark."})
     again = call(server, "GET", f"/api/admin/demonstrations/{demo_id}", "rita").json()["teacher_check"]
     assert again["correction_changed"] is True

@@ -72,6 +72,7 @@ async def list_demonstrations(
     until: Annotated[str | None, Query(description="created before (ISO date/time)")] = None,
     text: Annotated[str | None, Query(description="in the conversation, original or correction")] = None,
     round: Annotated[int | None, Query(description="learned by this training round")] = None,  # noqa: A002
+    flagged: Annotated[bool, Query(description="only those whose latest teacher check disagrees")] = False,
     before: Annotated[int | None, Query(description="the next, older page: the `older` cursor")] = None,
     after: Annotated[int | None, Query(description="the previous, newer page: the `newer` cursor")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 25,
@@ -84,6 +85,7 @@ async def list_demonstrations(
     flt = QueueFilter(
         status=None if status == "any" else status, skill=skill, author_id=author_id,
         since=_day(since, "since"), until=_day(until, "until"), text=text, round_id=round,
+        teacher_below=admin_data.AGREES if flagged else None,
     )  # fmt: skip
     return await thread(admin_data.read_queue, state.db, flt, before_id=before, after_id=after, limit=limit)
 

@@ -7,7 +7,8 @@
 - a click on a row opens that demonstration: its conversation, the original reply and the correction side by side;
 - Approve, Reject (with a reason), Save edits (correction and skill), Hold out (becomes an evaluation probe), and the
   Teacher check (the live model's answer without and with the demonstration in context);
-- bulk: tick rows in "Select", then approve, reject or hold them out together.
+- bulk: tick rows in "Select", then approve, reject, hold out or teacher-check them together; "Only those the
+  teacher check flagged" lists the demonstrations whose teacher answer still disagrees with the correction.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class ReviewComponents:
     until: gr.Textbox
     text: gr.Textbox
     round: gr.Textbox
+    flagged: gr.Checkbox
     search: gr.Button
     page_info: gr.Markdown
     newer: gr.Button
@@ -42,6 +44,7 @@ class ReviewComponents:
     bulk_approve: gr.Button
     bulk_reject: gr.Button
     bulk_hold: gr.Button
+    bulk_check: gr.Button
     detail: gr.HTML
     correction: gr.Textbox
     edit_skill: gr.Dropdown
@@ -65,6 +68,8 @@ def layout() -> ReviewComponents:
         until = gr.Textbox(label="Before (YYYY-MM-DD)", elem_id="review-until", scale=1)
         text = gr.Textbox(label="Text contains", elem_id="review-text", scale=2)
         rnd = gr.Textbox(label="Learned in round", elem_id="review-round", scale=1)
+    with gr.Row(equal_height=True):
+        flagged = gr.Checkbox(label="Only those the teacher check flagged", elem_id="review-flagged", scale=3)
         search = gr.Button("Search", variant="primary", elem_id="review-search", scale=1)
     with gr.Row(equal_height=True):
         page_info = gr.Markdown(elem_id="review-page-info")
@@ -87,6 +92,7 @@ def layout() -> ReviewComponents:
             bulk_approve = gr.Button("Approve selected", elem_id="review-bulk-approve", scale=1)
             bulk_reject = gr.Button("Reject selected", variant="stop", elem_id="review-bulk-reject", scale=1)
             bulk_hold = gr.Button("Hold out selected", elem_id="review-bulk-hold", scale=1)
+            bulk_check = gr.Button("Teacher check selected", elem_id="review-bulk-check", scale=1)
     message = gr.HTML(elem_id="review-message")
     detail = gr.HTML(demo_html(None), elem_id="review-detail")
     with gr.Row(equal_height=False):
@@ -105,9 +111,9 @@ def layout() -> ReviewComponents:
         teacher = gr.Button("Teacher check", elem_id="review-teacher", scale=1)
     check = gr.HTML(check_html(None), elem_id="review-check")
     return ReviewComponents(
-        view, opened, status, skill, author, since, until, text, rnd, search, page_info, newer, older, table, selected,
-        bulk_reason, bulk_approve, bulk_reject, bulk_hold, detail, correction, edit_skill, reason, approve, reject,
-        save, hold_out, teacher, check, message,
+        view, opened, status, skill, author, since, until, text, rnd, flagged, search, page_info, newer, older, table,
+        selected, bulk_reason, bulk_approve, bulk_reject, bulk_hold, bulk_check, detail, correction, edit_skill, reason,
+        approve, reject, save, hold_out, teacher, check, message,
     )  # fmt: skip
 
 
@@ -115,7 +121,7 @@ def build(state: AppState, demo: gr.Blocks) -> None:
     """Lay out the review tab and wire its events (called inside `with gr.Tab(...)`)."""
     h = ReviewHandlers(state)
     c = h.c = layout()
-    filters = [c.status, c.skill, c.author, c.since, c.until, c.text, c.round]
+    filters = [c.status, c.skill, c.author, c.since, c.until, c.text, c.round, c.flagged]
     page = [c.view, c.table, c.page_info, c.newer, c.older, c.selected, c.skill, c.author, c.message]
     opened = [c.opened, c.detail, c.correction, c.edit_skill, c.check]
     quiet = {"show_progress": "hidden"}
@@ -135,3 +141,4 @@ def build(state: AppState, demo: gr.Blocks) -> None:
     c.teacher.click(h.teacher_check, [c.view, c.opened], [c.table, c.check, c.message], show_progress="minimal")
     for button, action in ((c.bulk_approve, "approve"), (c.bulk_reject, "reject"), (c.bulk_hold, "hold_out")):
         button.click(h.bulk_handler(action), [c.view, c.selected, c.bulk_reason], after, **quiet)
+    c.bulk_check.click(h.bulk_teacher_check, [c.view, c.selected], after, show_progress="minimal")

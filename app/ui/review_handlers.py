@@ -38,7 +38,7 @@ def parse_day(text: str | None, what: str) -> str | None:
 
 
 def filter_dict(
-    status: str, skill: str, author: int | None, since: str, until: str, text: str, round_id: str
+    status: str, skill: str, author: int | None, since: str, until: str, text: str, round_id: str, flagged: bool = False
 ) -> dict[str, Any]:
     """The filter form as a JSON-able dict (kept in the view state), validated."""
     rnd = (round_id or "").strip().lstrip("#")
@@ -52,6 +52,7 @@ def filter_dict(
         "until": parse_day(until, "before"),
         "text": (text or "").strip() or None,
         "round_id": int(rnd) if rnd else None,
+        "teacher_below": admin_data.AGREES if flagged else None,
     }
 
 
@@ -126,7 +127,7 @@ class ReviewHandlers:
             self.user(request)
         except ApprenticeError:
             return {self.c.message: ""}  # the tab is hidden from this user; nothing to show
-        return self.search("pending", "*", 0, "", "", "", "", request)
+        return self.search("pending", "*", 0, "", "", "", "", False, request)
 
     def search(
         self,
@@ -137,11 +138,12 @@ class ReviewHandlers:
         until: str,
         text: str,
         round_id: str,
+        flagged: bool,
         request: gr.Request,
     ) -> dict:
         try:
             self.user(request)
-            out = self.page(filter_dict(status, skill, author, since, until, text, round_id), {})
+            out = self.page(filter_dict(status, skill, author, since, until, text, round_id, flagged), {})
             ids = out[self.c.view]["ids"]
             return {**out, **self.opened(ids[0] if ids else None)}
         except ApprenticeError as e:
@@ -233,6 +235,25 @@ class ReviewHandlers:
                 f"teacher check of #{demo_id}: {note}")}  # fmt: skip
         except ApprenticeError as e:
             return {c.message: message(str(e), error=True)}
+
+    async def bulk_teacher_check(self, view: dict[str, Any], selected: list[int], request: gr.Request) -> dict:
+        """The teacher check of each selected demonstration, one after the other (the model answers twice each)."""
+        try:
+            self.user(request)
+            ids = [int(i) for i in selected or []]
+            if not ids:
+                raise ApprenticeError("select at least one demonstration")
+            flagged = []
+            for demo_id in ids:
+                d = await admin_actions.teacher_check(self.state, demo_id)
+                if d["teacher_check"]["teacher_disagrees"]:
+                    flagged.append(f"#{demo_id}")
+            note = f"teacher check of {len(ids)} demonstration(s): " + (
+                f"flagged {', '.join(flagged)}" if flagged else "the teacher agrees on every one"
+            )
+            return self.refreshed(view, [], note)
+        except ApprenticeError as e:
+            return {self.c.message: message(str(e), error=True)}
 
     @staticmethod
     def cursor(view: dict[str, Any]) -> dict[str, Any]:
