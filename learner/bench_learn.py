@@ -115,14 +115,24 @@ def prepare(options: BenchOptions) -> Bench:
     return Bench(options, facts, roles, names, general, cache)
 
 
+def _rss_bytes() -> int:
+    """Resident memory now (Linux /proc); elsewhere the process's peak so far (getrusage)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 class PeakMemory:
     """Peak resident memory (MiB) of this process while the block runs (sampled), and CUDA's peak allocation."""
 
     def __enter__(self) -> PeakMemory:
-        import psutil
         import torch
 
-        self.proc, self.peak, self._stop = psutil.Process(), 0, threading.Event()
+        self.peak, self._stop = 0, threading.Event()
         self.cuda = torch.cuda.is_available()
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -132,7 +142,7 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while True:
-            self.peak = max(self.peak, self.proc.memory_info().rss)
+            self.peak = max(self.peak, _rss_bytes())
             if self._stop.wait(0.05):
                 return
 

@@ -168,6 +168,8 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
     if sft and sdft:
         out["direct_sdft_ge_sft"] = sdft["direct_mc"] >= sft["direct_mc"]
         out["indirect_sdft_ge_sft_plus_10"] = sdft["indirect_mc"] >= sft["indirect_mc"] + 0.10
+        out["direct_gen_sdft_ge_sft"] = sdft["direct"] >= sft["direct"]
+        out["indirect_gen_sdft_ge_sft_plus_10"] = sdft["indirect"] >= sft["indirect"] + 0.10
         out["drop_sdft_le_third_of_sft"] = sdft["general_drop"] <= max(sft["general_drop"], 0) / 3
     if report["cost_ratio"] is not None:
         out["wall_ratio_le_2"] = report["cost_ratio"] <= 2.0
