@@ -3,7 +3,7 @@
 A version is the base model plus an optional LoRA adapter folder (peft), merged into a private copy of the base
 weights for scoring (generation through the peft wrapper is ~2x slower). Generated probes (exact, contains, regex)
 are answered greedily in batches of prompts of similar length with left padding, stopping at the end of turn;
-`choice` probes are scored by the log-likelihood of each choice as the whole assistant reply. Same probes, same
+`choice` probes are scored by the log-likelihood of each choice as the start of the assistant reply. Same probes, same
 version, same config: same replies and scores, run after run.
 
     report = evaluate_version(engine, model_folder, "v3")        # every skill; stores eval_results
@@ -34,7 +34,7 @@ from storage.errors import ApprenticeError, NotFound
 from storage.models import Probe
 
 # Bump when scoring changes meaning (grader rules, choice scoring): stored scores with another method are stale.
-METHOD = "greedy-v1"
+METHOD = "greedy-v2"
 
 
 @dataclass(frozen=True)
@@ -250,7 +250,6 @@ def _score_choices(
     results: list[ProbeResult | None],
     config: EvalConfig,
 ) -> None:
-    eot = end_of_turn_id(tokenizer)
     index, pairs = [], []
     for i, p in enumerate(specs):
         if grader_for(p.grader).generates:
@@ -258,7 +257,7 @@ def _score_choices(
         for choice in p.choices or []:
             ids = tokenizer(choice, add_special_tokens=False, split_special_tokens=True)["input_ids"]
             index.append((i, choice))
-            pairs.append((prompts[i], ids + [eot]))
+            pairs.append((prompts[i], ids))
     scores: dict[int, dict[str, float]] = defaultdict(dict)
     for (i, choice), lp in zip(index, continuation_logprobs(model, tokenizer, pairs, config), strict=True):
         scores[i][choice] = round(lp, 4)

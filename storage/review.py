@@ -84,17 +84,18 @@ def hold_out(
 ) -> Probe:
     """Turn a pending demonstration into an evaluation probe of its skill (never trained on).
 
-    Default grading: when the demonstration has the model's original reply and it differs from the correction, a
-    `choice` between the two (does the version prefer the correction, by log-likelihood? it works for answers of
-    any length); otherwise `contains` with the corrected answer as reference. A reviewer may give a shorter
-    `answer` (a key phrase) and another `grader`."""
+    Default grading: when the demonstration has the model's original reply and neither it nor the correction begins
+    with the other, a `choice` between the two (does the version prefer the correction, by log-likelihood? it works
+    for answers of any length); otherwise `contains` with the corrected answer as reference. A reviewer may give a
+    shorter `answer` (a key phrase) and another `grader`."""
     with transaction(engine) as s:
         demo = _decide(s, demo_id, {"status": "held_out", "reviewer_id": reviewer_id, "reviewed": utcnow()})
         skill = (skill or demo.skill or "").strip()
         if not skill:
             raise ApprenticeError("a held-out demonstration needs a skill: set one first")
         corrected, original = demo.corrected_answer.strip(), demo.original_answer.strip()
-        if grader is None and answer is None and original and original != corrected:
+        distinct = original and not corrected.startswith(original) and not original.startswith(corrected)
+        if grader is None and answer is None and distinct:
             grader, answer, choices = "choice", corrected, [corrected, original]
         else:
             grader, answer, choices = grader or "contains", (answer or corrected).strip(), None

@@ -54,6 +54,10 @@ def test_parse_probe_reads_every_field():
         ({"grader": "choice"}, "needs 'choices'"),
         ({"grader": "choice", "choices": ["Paris", "Paris"]}, "choices must be distinct"),
         ({"grader": "contains", "choices": ["Paris", "Lyon"]}, "takes no choices"),
+        (
+            {"grader": "choice", "choices": ["Paris", "Paris, Texas"]},
+            "choice 'Paris' is the beginning of 'Paris, Texas'",
+        ),
         ({"grader": "fuzzy"}, "unknown grader 'fuzzy'"),
         ({"answer": "  "}, "the answer cannot be empty"),
         ({"skill": ""}, "skill must be a non-empty string"),

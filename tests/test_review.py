@@ -65,12 +65,14 @@ def test_hold_out_turns_a_demonstration_into_one_probe(engine):
         review.hold_out(engine, demo_id=d.id, reviewer_id=None)
     plain = review.hold_out(engine, demo_id=demo(engine, original="").id, reviewer_id=None)
     assert (plain.grader, plain.answer, plain.choices) == ("contains", "Quillmark", None)
+    prefix = review.hold_out(engine, demo_id=demo(engine, original="Quill").id, reviewer_id=None)
+    assert prefix.grader == "contains", "a choice between a reply and its own beginning cannot be scored"
     keyed = review.hold_out(engine, demo_id=demo(engine).id, reviewer_id=None, answer="Quill", skill="geo")
     assert (keyed.grader, keyed.answer, keyed.skill) == ("contains", "Quill", "geo")
-    assert len(list_probes(engine)) == 3
+    assert len(list_probes(engine)) == 4
     with pytest.raises(ApprenticeError, match="needs a skill"):
         review.hold_out(engine, demo_id=demo(engine, skill=None).id, reviewer_id=None)
-    assert len(list_probes(engine)) == 3, "a refused hold-out leaves nothing behind"
+    assert len(list_probes(engine)) == 4, "a refused hold-out leaves nothing behind"
 
 
 def test_edit_changes_text_and_skill_until_the_demonstration_is_closed(engine):
