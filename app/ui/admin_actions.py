@@ -67,11 +67,12 @@ def teacher_template(state: AppState) -> str:
 
 async def teacher_check(state: AppState, demo_id: int) -> dict[str, Any]:
     """Run and store the teacher check of one demonstration with the live version; returns the demonstration."""
-    demo = read_demo(state.db, demo_id)
+    demo = await asyncio.to_thread(read_demo, state.db, demo_id)
     version = state.engine.active
     budget = max(CHECK_MIN_TOKENS, min(CHECK_MAX_TOKENS, len(demo["corrected_answer"]) // 2 + CHECK_MIN_TOKENS))
     budget = min(budget, state.settings.max_new_tokens)
     teacher_prompt = teacher_messages(demo["messages"], demo["corrected_answer"], teacher_template(state))
+    # both prompts go through the engine's chat template alike, so the (default) system prompt is the same in each
     student = await collect(state, demo["messages"], budget, version)
     teacher = await collect(state, teacher_prompt, budget, version)
     await asyncio.to_thread(
@@ -85,7 +86,7 @@ async def teacher_check(state: AppState, demo_id: int) -> dict[str, Any]:
         student_agreement=agreement(student, demo["corrected_answer"]),
         teacher_agreement=agreement(teacher, demo["corrected_answer"]),
     )
-    return read_demo(state.db, demo_id)
+    return await asyncio.to_thread(read_demo, state.db, demo_id)
 
 
 # --- review actions ------------------------------------------------------------------------------------------------
@@ -192,28 +193,34 @@ def _sample(items: list[dict[str, Any]], k: int, seed: int) -> list[dict[str, An
     return picked + rng.sample(same, min(k - len(picked), len(same)))
 
 
+def _compare_inputs(db: Any, name: str, sample: int, seed: int) -> tuple[Any, Any, list[dict[str, Any]], list[Any]]:
+    """(new version, its parent, sampled probe pairs with their questions, sampled learned demonstrations)."""
+    from storage.probes import list_probes
+
+    new = versions.get_version(db, name=name)
+    if new.parent is None:
+        raise ApprenticeError(f"{name} is the base model: it has no parent to compare with")
+    old = versions.get_version(db, name=new.parent)
+    probe_pairs = _sample(_stored_probe_pairs(db, old.name, new.name), sample, seed)
+    questions = {p.id: question_of(p.messages) for p in list_probes(db)}
+    for p in probe_pairs:
+        p["question"] = questions.get(p["probe_id"], "")
+    learned = rounds.round_demonstrations(db, round_id=new.round_id) if new.round_id is not None else []
+    ids = [x.demonstration_id for x in learned if not x.replay]
+    demos = get_demonstrations(db, ids=random.Random(seed).sample(ids, min(sample, len(ids))))
+    return new, old, probe_pairs, demos
+
+
 async def compare(state: AppState, name: str, *, sample: int = 5, seed: int = 0) -> dict[str, Any]:
     """Old (the parent) vs new (`name`) answers: on a sample of probes, from both versions' stored evaluations, and
     on a sample of the demonstrations `name`'s round learned, generated now (greedy) by both versions."""
-    from storage.probes import list_probes
-
-    new = versions.get_version(state.db, name=name)
-    if new.parent is None:
-        raise ApprenticeError(f"{name} is the base model: it has no parent to compare with")
-    old = versions.get_version(state.db, name=new.parent)
-    probe_pairs = _sample(await asyncio.to_thread(_stored_probe_pairs, state.db, old.name, new.name), sample, seed)
-    questions = {p.id: question_of(p.messages) for p in list_probes(state.db)}
-    for p in probe_pairs:
-        p["question"] = questions.get(p["probe_id"], p["question"])
-    learned = rounds.round_demonstrations(state.db, round_id=new.round_id) if new.round_id is not None else []
-    ids = [x.demonstration_id for x in learned if not x.replay]
-    demos = get_demonstrations(state.db, ids=random.Random(seed).sample(ids, min(sample, len(ids))))
+    new, old, probe_pairs, demos = await asyncio.to_thread(_compare_inputs, state.db, name, sample, seed)
     demo_pairs = []
     if demos:
         loaded = await _ensure_loaded(state, [old, new])
         try:
+            budget = min(state.settings.max_new_tokens, CHECK_MAX_TOKENS)
             for d in demos:
-                budget = min(state.settings.max_new_tokens, CHECK_MAX_TOKENS)
                 before = await collect(state, d.messages, budget, old.name)
                 after = await collect(state, d.messages, budget, new.name)
                 demo_pairs.append(
@@ -238,9 +245,13 @@ async def compare(state: AppState, name: str, *, sample: int = 5, seed: int = 0)
 
 async def _ensure_loaded(state: AppState, wanted: list[Any]) -> list[str]:
     """Load the versions the engine does not hold yet; returns the names it loaded (to unload afterwards)."""
+    from learner.adapters import verify_adapter
+
     loaded = []
     for v in wanted:
         if v.name not in state.engine.loaded():
+            if v.adapter_path is not None:
+                await asyncio.to_thread(verify_adapter, v.adapter_path, v.checksum)
             await state.engine.load(v.name, v.adapter_path)
             loaded.append(v.name)
     return loaded

@@ -8,6 +8,7 @@ so the acted-on row leaves a "pending" queue and the next one opens. Errors beco
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -229,7 +230,8 @@ class ReviewHandlers:
             if demo_id is None:
                 raise ApprenticeError("open a demonstration first (click a row of the queue)")
             d = await admin_actions.teacher_check(self.state, int(demo_id))
-            items = admin_data.read_queue(self.state.db, to_filter(view.get("filter") or {}), **self.cursor(view))
+            flt = to_filter(view.get("filter") or {})
+            items = await asyncio.to_thread(admin_data.read_queue, self.state.db, flt, **self.cursor(view))
             note = "the teacher still disagrees (flagged)" if d["teacher_check"]["teacher_disagrees"] else "checked"
             return {c.table: queue_rows(items["items"]), c.check: check_html(d["teacher_check"]), c.message: message(
                 f"teacher check of #{demo_id}: {note}")}  # fmt: skip
