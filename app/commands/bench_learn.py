@@ -2,14 +2,13 @@
 
     apprentice bench learn [--quick] [--facts PATH] [--seeds N] [--json PATH] [--out DIR]
 
-`add_parser(actions, common)` adds the `learn` action to the `bench` group (app/commands/bench.py calls it). Until a
-`bench` module exists, `register` creates the group itself so the command is always there.
+`add_parser(actions, common)` adds the `learn` action to the `bench` group (app/commands/bench.py finds it by the
+module name); `register` adds nothing at the top level.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -21,10 +20,7 @@ from storage.errors import ApprenticeError
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    if importlib.util.find_spec("app.commands.bench") is not None:
-        return  # the bench group adds `learn` through add_parser
-    parser = sub.add_parser("bench", help="benchmarks", parents=[common])
-    add_parser(parser.add_subparsers(dest="bench_command", required=True, metavar="ACTION"), common)
+    """Nothing at the top level: `learn` lives under `apprentice bench` (see add_parser)."""
 
 
 def add_parser(actions: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
