@@ -128,7 +128,7 @@ def queue_page(
         rows = [QueueRow(d, a, r) for d, a, r in found]
         total = s.scalar(select(func.count()).select_from(Demonstration).where(*where)) or 0
         first = 0
-        if rows:
+        if rows and (before_id is not None or after_id is not None):  # the first page starts at 0 by definition
             newer_q = select(func.count()).select_from(Demonstration).where(*where, Demonstration.id > rows[0].demo.id)
             first = s.scalar(newer_q) or 0
     return QueuePage(
