@@ -9,8 +9,8 @@ generation + multiple choice by log-likelihood) on the fact probes and on the ge
     sequential (method, seed, round k)   train on skill k's demonstrations from the method's own round k-1 adapter
 
 Each finished job is cached as JSON under OUT/cache/<fingerprint>/ (the fingerprint covers the facts, the names, the
-model and the general-suite selection; the job name covers the learner config), so a killed run resumes where it
-stopped. `assemble` turns the cached records into the report (`learner.bench_report` writes JSON, table and plots).
+model, the general-suite selection and the scoring method; the job name covers the learner config), so a killed run
+resumes where it stopped. `learner.bench_report` turns the cached records into the report (JSON, table, plots).
 
     from learner.bench_learn import BenchOptions, run_bench
     report = run_bench(BenchOptions(model_dir=..., out_dir=Path("bench-out"), quick=True))
@@ -104,8 +104,11 @@ def prepare(options: BenchOptions) -> Bench:
         facts = bf.quick_subset(facts, options.quick_per_skill)
     roles = {f.id: "report" for f in facts} if options.quick else bf.split(facts)
     general = general_subset(load_general_suite(), options.general_n)
+    from learner.evaluate import METHOD  # scores from another scoring method are stale
+
+    scoring = [METHOD, options.eval_max_new_tokens]
     blob = json.dumps(
-        [[f.__dict__ for f in facts], names, options.model_name, [g.external_id for g in general], roles],
+        [[f.__dict__ for f in facts], names, options.model_name, [g.external_id for g in general], roles, scoring],
         default=lambda o: o.__dict__,
         sort_keys=True,
     )
