@@ -32,7 +32,7 @@ def add_parser(actions: argparse._SubParsersAction, common: argparse.ArgumentPar
     p.add_argument(
         "--quick",
         action="store_true",
-        help="1 seed, 4 report facts per skill, default points only, 2 sequential rounds, 100 general "
+        help="1 seed, 4 report facts per skill, default points only, 2 sequential rounds, 60 general "
         "probes (< 15 min on 2 CPU cores)",
     )
     p.add_argument("--facts", type=Path, help="fact file (JSONL, see README); default: the shipped facts")
@@ -90,7 +90,7 @@ def learn_command(args: argparse.Namespace, settings: Settings) -> int:
         names_path=args.names,
         seeds=list(range(1 if args.quick else args.seeds)),
         quick=args.quick,
-        general_n=args.general_n if args.general_n is not None else (100 if args.quick else None),
+        general_n=args.general_n if args.general_n is not None else (60 if args.quick else None),
         overrides=parse_overrides(args.set),
         threads=args.threads,
     )
