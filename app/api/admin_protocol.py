@@ -63,7 +63,11 @@ class EditIn(BaseModel):
 
 class HoldOutIn(BaseModel):
     skill: str | None = Field(None, description="The probe's skill (default: the demonstration's).")
-    grader: Literal["exact", "contains", "regex", "choice"] | None = Field(None, description="Default: see docs.")
+    grader: Literal["exact", "contains", "regex", "choice"] | None = Field(
+        None,
+        description="Default: 'choice' between the correction and the original reply when there is one, else "
+        "'contains' with the correction.",
+    )
     answer: str | None = Field(None, description="Reference answer (default: the correction).")
 
 
