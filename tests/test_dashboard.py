@@ -64,6 +64,13 @@ def test_dashboard_data_for_three_versions(history):
     assert "general dropped" in data.versions[2]["reason"]
 
 
+def test_plot_labels_show_names_as_written(engine):
+    evals.record_eval(engine, version="v0", skills={"<b>x</b>": {"score": 0.5, "n": 4}})
+    data = admin_data.dashboard_data(engine)
+    assert list(dashboard.heatmap(data).data[0].x) == ["&lt;b&gt;x&lt;/b&gt;"]
+    assert dashboard.lines(data).data[0].name == "&lt;b&gt;x&lt;/b&gt;"
+
+
 def test_an_unevaluated_version_has_no_row(engine):
     assert admin_data.dashboard_data(engine).versions == []
     evals.record_eval(engine, version="v0", skills={"geo": {"score": 0.5, "n": 4}})

@@ -27,7 +27,8 @@ MARK = {"active": " ● live", "rejected": " ✗ rejected", "candidate": " (cand
 
 
 def version_label(v: dict[str, Any]) -> str:
-    return f"{v['name']}{MARK.get(v['status'], '')}"
+    """Plotly reads a little HTML in labels (<b>, <br>, entities): names are escaped so they show as written."""
+    return f"{esc(v['name'])}{MARK.get(v['status'], '')}"
 
 
 def _pct(value: float | None, signed: bool = False) -> str:
@@ -78,7 +79,7 @@ def heatmap(data: Dashboard, against: str = "base") -> Any:
 
 
 def _skill_label(data: Dashboard, skill: str) -> str:
-    return f"{skill} (general)" if skill in data.general and "general" not in skill else skill
+    return esc(f"{skill} (general)" if skill in data.general and "general" not in skill else skill)
 
 
 def lines(data: Dashboard) -> Any:
@@ -90,7 +91,7 @@ def lines(data: Dashboard) -> Any:
     fig = go.Figure()
     for skill in data.skills:
         general = skill in data.general
-        name = f"{skill} (general suite)" if general and "general" not in skill else skill
+        name = esc(f"{skill} (general suite)" if general and "general" not in skill else skill)
         ys = [None if data.score[v["name"]][skill] is None else 100 * data.score[v["name"]][skill]
               for v in data.versions]  # fmt: skip
         fig.add_trace(
@@ -99,7 +100,7 @@ def lines(data: Dashboard) -> Any:
                 connectgaps=True, line={"width": 5 if general else 2, **({"color": "black"} if general else {})},
                 marker={"symbol": ["x" if s == "rejected" else "circle" for s in status], "size": 11,
                         "line": {"width": 1}},
-                hovertemplate="%{x}<br>" + skill + ": %{y:.1f}%<extra></extra>",
+                hovertemplate="%{x}<br>" + esc(skill).replace("%", "&#37;") + ": %{y:.1f}%<extra></extra>",
             )
         )  # fmt: skip
     rejected = [i for i, s in enumerate(status) if s == "rejected"]
