@@ -107,9 +107,10 @@ def spec_from_row(row: Probe) -> ProbeSpec:
 def fingerprint(specs: list[ProbeSpec], config: EvalConfig) -> str:
     """Identifies a skill's probe set and the scoring settings: equal fingerprints mean comparable scores."""
     items = sorted(
-        [p.external_id or str(p.probe_id), p.messages, p.answer, p.grader, p.choices, p.category] for p in specs
+        json.dumps([p.external_id or p.probe_id, p.messages, p.answer, p.grader, p.choices, p.category], sort_keys=True)
+        for p in specs
     )
-    blob = json.dumps([METHOD, config.max_new_tokens, items], sort_keys=True, ensure_ascii=False)
+    blob = json.dumps([METHOD, config.max_new_tokens, items], ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
