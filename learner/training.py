@@ -104,11 +104,12 @@ def open_session(
 
     from learner.model_files import load_model
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
     device, dtype, autocast = resolve_device(config)
     base, tokenizer = load_model(model_dir, device=str(device), dtype=dtype)
-    rollout_model = copy.deepcopy(base) if config.method == "sdft" and config.merged_rollouts else None
+    rollout_model = None
+    if config.method == "sdft" and config.merged_rollouts:
+        # bf16 when the passes run under autocast: autocast would re-cast every weight for every generated token
+        rollout_model = copy.deepcopy(base).to(torch.bfloat16 if autocast else dtype)
     if parent_adapter:
         model = PeftModel.from_pretrained(base, parent_adapter, adapter_name=STUDENT, is_trainable=True)
     else:
@@ -171,9 +172,9 @@ def refresh_rollout_model(session: Session) -> Any:
         return session.model
     with torch.no_grad():
         for lora, linear in session.merge_pairs:
-            a, b = lora.lora_A[STUDENT].weight, lora.lora_B[STUDENT].weight
-            linear.weight.copy_(lora.base_layer.weight)
-            linear.weight.addmm_(b.to(linear.weight.dtype), a.to(linear.weight.dtype), alpha=lora.scaling[STUDENT])
+            base = lora.base_layer.weight
+            a, b = lora.lora_A[STUDENT].weight.to(base.dtype), lora.lora_B[STUDENT].weight.to(base.dtype)
+            linear.weight.copy_(torch.addmm(base, b, a, alpha=lora.scaling[STUDENT]))
     return session.rollout_model
 
 
@@ -245,6 +246,25 @@ def train(
 
     `on_step(step_record, progress)` is called after every optimizer step; `should_stop()` True aborts with
     TrainingStopped. Examples that do not fit their budgets are skipped and listed in the result."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _train(model_dir, examples, config, parent_adapter, on_step, should_stop)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    model_dir: str,
+    examples: list[Example],
+    config: LearnerConfig,
+    parent_adapter: str | None,
+    on_step: Callable[[dict[str, Any], float], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> TrainResult:
     import torch
 
     from learner import sdft, sft

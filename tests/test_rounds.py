@@ -21,7 +21,7 @@ from storage.demonstrations import create_demonstration, list_unlearned
 
 
 def cfg(**kw) -> LearnerConfig:
-    base = {"autocast": False, "steps": 2, "batch_size": 2, "micro_batch_size": 2, "max_new_tokens": 8}
+    base = {"autocast": False, "steps": 2, "batch_size": 2, "micro_batch_size": 2, "max_new_tokens": 8, "device": "cpu"}
     return LearnerConfig(**{**base, **kw})
 
 

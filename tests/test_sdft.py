@@ -86,7 +86,7 @@ def test_mean_per_sequence_then_over_the_batch():
 
 
 def fp32(**kw):
-    return LearnerConfig(autocast=False, max_new_tokens=12, batch_size=2, micro_batch_size=2, **kw)
+    return LearnerConfig(autocast=False, max_new_tokens=12, batch_size=2, micro_batch_size=2, device="cpu", **kw)
 
 
 def test_packed_completion_logits_equal_unpadded_ones(tiny_model_dir):

@@ -75,11 +75,23 @@ def learn_command(args: argparse.Namespace, settings: Settings) -> int:
     return learn_now(args, settings, config)
 
 
+def quiet_libraries() -> None:
+    """No per-load progress bars or deprecation chatter from transformers/peft under our own tqdm bar."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
 def learn_now(args: argparse.Namespace, settings: Settings, config: LearnerConfig) -> int:
     from tqdm import tqdm
 
     from learner.rounds import run_round
 
+    quiet_libraries()
     engine = open_database(settings)
     folder = model_folder(settings)
     bar = tqdm(desc=f"{config.method} round", unit="step", disable=args.json)
@@ -118,8 +130,11 @@ def learn_job(settings: Settings, config: LearnerConfig) -> LearnJob:
     )
 
 
-def start_learning(settings: Settings, **kwargs: Any) -> Any:
-    """Start the learning schedule from the settings (a BackgroundScheduler; call .shutdown() on exit)."""
+def start_learning(settings: Settings, **kwargs: Any) -> Any | None:
+    """The web app's learning schedule from the settings: a started BackgroundScheduler (call .shutdown() on exit),
+    or None when it is off (learn_in_server false, or neither an interval nor a cron schedule)."""
+    if not settings.learn_in_server or (settings.learn_interval_minutes <= 0 and not settings.learn_cron):
+        return None
     return start_scheduler(
         learn_job(settings, settings.learner_config()),
         interval_minutes=settings.learn_interval_minutes,
