@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import subprocess
 import sys
@@ -257,8 +258,6 @@ async def http_load(url: str, key: str, cfg: BenchConfig) -> float:
 
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600) as client:
-        await worker(client, 0)  # warm-up: first request costs imports and caches
-        total = 0
         started = time.perf_counter()
         await asyncio.gather(*(worker(client, w) for w in range(cfg.streams)))
     return total / (time.perf_counter() - started)
@@ -273,6 +272,8 @@ def run_serve_bench(settings: Settings, cfg: BenchConfig, say: Callable[[str], N
     load_before = os.getloadavg()
     limits = Limits(max_concurrent=cfg.streams, max_new_tokens=max(cfg.tokens, cfg.swap_tokens), request_timeout=3600)
     engine = TransformersEngine.from_folder(folder, device=settings.device, limits=limits)
+    gc.collect()
+    gc.freeze()  # as `apprentice serve` does: no full-collection stalls walking the model
     out: dict[str, Any] = {"model": settings.model, "device": str(engine._gen.device), "config": asdict(cfg)}
     out["torch_threads"] = torch.get_num_threads()
     try:
@@ -294,12 +295,15 @@ def run_serve_bench(settings: Settings, cfg: BenchConfig, say: Callable[[str], N
             out["swap"] = asyncio.run(swap_under_load(engine, paths, cfg))
             out["swap"]["adapters"] = "two random LoRA adapters (r=16, alpha=32, attention+MLP) made by the bench"
             asyncio.run(engine.activate("v0", None))
-            say("app overhead: the same load through the engine directly, then over HTTP ...")
-            direct = asyncio.run(engine_load(engine, cfg))["tps"]
-            asyncio.run(engine.close())
+            say("app overhead: the same load through the engine directly and over HTTP, alternately, twice ...")
+            direct, http = [], []
             with api_server(settings, cfg, Path(tmp) / "server") as (url, key):
-                http = asyncio.run(http_load(url, key, cfg))
-        out["api"] = {"direct_tps": direct, "http_tps": http, "overhead_pct": 100 * (direct - http) / direct}
+                asyncio.run(http_load(url, key, BenchConfig(streams=1, tokens=4, rounds=1)))  # warm-up
+                for _ in range(2):  # alternating evens out a machine whose load drifts
+                    direct.append(asyncio.run(engine_load(engine, cfg))["tps"])
+                    http.append(asyncio.run(http_load(url, key, cfg)))
+        d, h = sum(direct) / len(direct), sum(http) / len(http)
+        out["api"] = {"direct_tps": d, "http_tps": h, "overhead_pct": 100 * (d - h) / d, "runs": [direct, http]}
     finally:
         asyncio.run(engine.close())
     out["load_average"] = {"before": load_before, "after": os.getloadavg(), "cpus": os.cpu_count()}

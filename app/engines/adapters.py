@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,18 @@ def read_adapter(path: str, device: Any) -> tuple[Any, dict[str, Any]]:
         raise EngineError(f"cannot read the adapter in {path}: {e}") from e
     config.inference_mode = True
     return config, weights
+
+
+def _loaded_linear() -> type:
+    import torch
+
+    class Loaded(torch.nn.Linear):
+        """A Linear whose weights come from a file: no random initialisation to pay for first."""
+
+        def reset_parameters(self) -> None:
+            pass
+
+    return Loaded
 
 
 _WEIGHT_KEY = re.compile(r"^base_model\.model\.(.+)\.lora_([AB])\.weight$")
@@ -104,13 +117,15 @@ class AdapterSet:
             if match is None:
                 return None
             pairs.setdefault(match.group(1), {})[match.group(2)] = tensor
-        parts = []
+        parts, loaded = [], _loaded_linear()
         for path, ab in pairs.items():
             try:
                 layer = self.model.get_submodule(path)
             except AttributeError:
                 return None
-            if not isinstance(layer, LoraLinear) or set(ab) != {"A", "B"} or layer.resolve_lora_variant(config=config):
+            if not isinstance(layer, LoraLinear) or set(ab) != {"A", "B"}:
+                return None
+            if not parts and layer.resolve_lora_variant(config=config) is not None:  # DoRA and the like: peft's way
                 return None
             base = layer.get_base_layer().weight
             r = ab["A"].shape[0]
@@ -118,13 +133,13 @@ class AdapterSet:
                 raise EngineError(f"the adapter's {path} weights do not fit this base model's layer")
             modules = []
             for tensor, (n_in, n_out) in ((ab["A"], (layer.in_features, r)), (ab["B"], (r, layer.out_features))):
-                with torch.device("meta"):
-                    linear = torch.nn.Linear(n_in, n_out, bias=False)
+                linear = loaded(n_in, n_out, bias=False, device="meta")
                 dtype = torch.float32 if tensor.dtype in (torch.float16, torch.bfloat16) else tensor.dtype  # as peft
                 linear.weight = torch.nn.Parameter(tensor.to(base.device, dtype), requires_grad=False)
                 modules.append(linear)
             scaling = config.lora_alpha / (math.sqrt(r) if config.use_rslora else r)
             parts.append((layer, modules[0], modules[1], r, scaling))
+            time.sleep(0)  # hand the GIL to the generation thread often: this runs beside live streams
         return Prepared(config, parts) if parts else None
 
     def attach(self, key: str, prepared: Prepared) -> None:
