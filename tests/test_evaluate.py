@@ -125,13 +125,15 @@ def test_an_adapter_version_is_scored_with_its_adapter(engine, tiny_model_dir, t
 
 
 def test_cli_eval_json(tmp_path, tiny_model_dir):
+    from storage.db import make_engine, upgrade
+
     data = tmp_path / "data"
-    probes_file = tmp_path / "probes.jsonl"
-    probes_file.write_text("".join(json.dumps(p) + "\n" for p in mini_probes()))
+    data.mkdir()
+    db = make_engine(f"sqlite:///{data / 'apprentice.db'}")
+    upgrade(db)
+    add_probes(db, items=mini_probes())
+    db.dispose()
     env = {**os.environ, "APPRENTICE_HOME": str(data), "APPRENTICE_MODEL": tiny_model_dir}
-    out = subprocess.run([APPRENTICE, "import", str(probes_file)], capture_output=True, text=True, env=env)
-    assert out.returncode == 0, out.stderr
-    assert "imported 6 probes" in out.stdout
     target = tmp_path / "scores.json"
     cmd = [APPRENTICE, "eval", "--skill", "mini", "--skill", "mc", "--json", str(target), "--max-new-tokens", "8"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
