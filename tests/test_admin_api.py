@@ -228,13 +228,15 @@ def test_import_evaluate_export(server):
     report = imported.json()
     assert report["added"] == 3 and [n for n, _ in report["bad"]] == [4] and report["landed"]
 
-    job = call(server, "POST", "/api/admin/evaluations", json={"version": "v0", "skills": ["arith"]})
+    # every skill, the general suite included (the gate of the train-now test below reuses these v0 scores)
+    job = call(server, "POST", "/api/admin/evaluations", json={"version": "v0"})
     assert job.status_code == 202 and job.json()["kind"] == "eval"
+    assert call(server, "POST", "/api/admin/evaluations", json={"version": "v0"}).status_code == 409  # one at a time
     done = wait_job(server, job.json())
     assert done["status"] == "done", done
-    assert done["result"]["skills"]["arith"]["n"] == 3
+    assert done["result"]["skills"]["arith"]["n"] == 3 and done["result"]["skills"]["general"]["n"] > 100
     scores = call(server, "GET", "/api/admin/scores").json()
-    assert "arith" in scores["skills"] and scores["n"]["v0"]["arith"] == 3
+    assert {"arith", "general"} <= set(scores["skills"]) and scores["n"]["v0"]["arith"] == 3
 
     call(server, "POST", f"/api/admin/demonstrations/{new_demo(server.state.db, 'Exported.')}/approve")
     exported = call(server, "GET", "/api/admin/export", params={"kind": "demos", "format": "trl"})
