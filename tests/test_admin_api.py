@@ -351,6 +351,12 @@ def test_admin_tab_handlers_refuse_the_wrong_roles(engine, tmp_path):
     assert "1 demonstration(s) approved" in out[h.c.message] and admin_status(engine, demo_id) == "approved"
     exported = data.do_export("demos", "trl", "*", as_["ann"])
     assert "exported 1 demonstrations (trl)" in exported[1]
+    upload = tmp_path / "demos.jsonl"
+    good = {"messages": [{"role": "user", "content": "Capital of Brask?"}], "answer": "Tolm <b>.", "skill": "geo"}
+    upload.write_text(json.dumps(good) + "\n{not json\n", encoding="utf-8")
+    report = data.do_import(str(upload), "auto", True, False, "", as_["ann"])
+    assert "imported 1 demonstrations, 1 bad line(s) skipped" in report and "line 2: not valid JSON" in report
+    assert admin_status(engine, demo_id + 1) == "approved"
 
 
 def admin_status(engine, demo_id: int) -> str:
