@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,6 +21,7 @@ from app.activation import follow_database, sync_engine
 from app.api import admin
 from app.api.errors import install_error_handlers
 from app.api.openai import VERSION_HEADER, router
+from app.commands.learn import start_learning
 from app.engines.base import Engine, Limits
 from app.services import model_folder, open_database
 from app.settings import Settings
@@ -48,6 +50,19 @@ def create_engine(settings: Settings) -> Engine:
     return TransformersEngine.from_folder(model_folder(settings), device=settings.device, limits=limits)
 
 
+def _gate_scheduled(state: AppState, loop: asyncio.AbstractEventLoop) -> Callable[[dict[str, Any]], None]:
+    """After a scheduled round (reported on the scheduler's thread): the evaluation gate and, if it promotes the
+    candidate, the hot swap, on the server's loop, exactly as the admin's "Train now" does."""
+    from app.ui.admin_jobs import gate_and_activate
+
+    def on_result(result: dict[str, Any]) -> None:
+        log.info("scheduled learning round: %s", result.get("message"))
+        if result.get("status") == "succeeded" and result.get("version") and not state.settings.learn_activate:
+            asyncio.run_coroutine_threadsafe(gate_and_activate(state, result["version"]), loop)
+
+    return on_result
+
+
 def create_app(settings: Settings, *, ui: bool = True, engine: Engine | None = None) -> FastAPI:
     """The whole server. `ui=False` leaves the Gradio UI out (API-only tests); `engine` reuses a loaded one."""
     db = open_database(settings)
@@ -62,10 +77,13 @@ def create_app(settings: Settings, *, ui: bool = True, engine: Engine | None = N
                 f"cannot serve the active version: {e}; roll back with `apprentice activate <earlier version>`"
             ) from e
         watcher = asyncio.create_task(follow_database(state, settings.version_poll_seconds))
+        scheduler = start_learning(settings, on_result=_gate_scheduled(state, asyncio.get_running_loop()))
         try:
             yield
         finally:
             watcher.cancel()
+            if scheduler is not None:
+                scheduler.shutdown(wait=False)
             if engine is None:  # ours to close
                 await state.engine.close()
 
