@@ -138,6 +138,33 @@ def run_round(
         leases.release(engine, name=LEASE, owner=owner)
 
 
+@dataclass
+class _Plan:
+    parent: Any  # ModelVersion
+    examples: list[Example]  # usable ones: new, then replayed
+    new_ids: list[int]
+    replay_ids: list[int]
+    skipped: list[dict[str, Any]]
+
+
+def _plan(engine: Engine, model_dir: str, config: LearnerConfig, parent_name: str | None) -> _Plan:
+    """What the round would learn: unlearned approved demonstrations (+ replay) that fit their budgets."""
+    from learner.model_files import load_tokenizer
+
+    parent = versions.get_version(engine, name=parent_name) if parent_name else versions.active_version(engine)
+    new, replay = _select(engine, parent.name, config)
+    examples = [Example(d.messages, d.corrected_answer, d.id) for d in new + replay]
+    prompts, skipped = build_prompts(load_tokenizer(model_dir), examples, config)
+    usable = {p.demo_id for p in prompts}
+    return _Plan(
+        parent,
+        [e for e in examples if e.demo_id in usable],
+        [d.id for d in new if d.id in usable],
+        [d.id for d in replay if d.id in usable],
+        [{"demonstration": i, "reason": r} for i, r in skipped],
+    )
+
+
 def _run_locked(
     engine: Engine,
     model_dir: str,
@@ -150,70 +177,26 @@ def _run_locked(
     owner: str,
     beat: Heartbeat,
 ) -> RoundOutcome:
-    from learner.model_files import load_tokenizer
-    from learner.training import train
-
-    parent = versions.get_version(engine, name=parent_name) if parent_name else versions.active_version(engine)
-    new, replay = _select(engine, parent.name, config)
-    examples = [Example(d.messages, d.corrected_answer, d.id) for d in new + replay]
-    prompts, skipped_pairs = build_prompts(load_tokenizer(model_dir), examples, config)
-    skipped = [{"demonstration": i, "reason": r} for i, r in skipped_pairs]
-    usable = {p.demo_id for p in prompts}
-    new_ids = [d.id for d in new if d.id in usable]
-    if len(new_ids) < min_demos:
-        why = f"{len(new_ids)} usable approved demonstration(s) that {parent.name} has not learned"
+    plan = _plan(engine, model_dir, config, parent_name)
+    parent = plan.parent
+    if len(plan.new_ids) < min_demos:
+        why = f"{len(plan.new_ids)} usable approved demonstration(s) that {parent.name} has not learned"
         return RoundOutcome("nothing", f"nothing to learn: {why} (need {min_demos})", parent=parent.name,
-                            skipped=skipped)  # fmt: skip
+                            skipped=plan.skipped)  # fmt: skip
     if parent.adapter_path:
         verify_adapter(parent.adapter_path, parent.checksum)
-    replay_ids = [d.id for d in replay if d.id in usable]
     rnd = rounds.create_round(
         engine,
         method=config.method,
         parent_version=parent.name,
         hyperparameters=config.to_dict(),
         owner=owner,
-        demo_ids=new_ids,
-        replay_ids=replay_ids,
+        demo_ids=plan.new_ids,
+        replay_ids=plan.replay_ids,
     )
     try:
         rounds.mark_running(engine, round_id=rnd.id)
-
-        def step_hook(record: dict[str, Any], progress: float) -> None:
-            rounds.record_step(engine, round_id=rnd.id, step=record, progress=progress)
-            if on_step is not None:
-                on_step(record, progress)
-
-        usable_examples = [e for e in examples if e.demo_id in usable]
-        result = train(
-            model_dir,
-            usable_examples,
-            config,
-            parent_adapter=parent.adapter_path,
-            on_step=step_hook,
-            should_stop=lambda: beat.lost,
-        )
-        metrics = {**result.metrics, "demonstrations": len(new_ids), "replayed": len(replay_ids), "skipped": skipped}
-        name = _version_name(engine, rnd.id)
-        manifest = {
-            "parent": parent.name,
-            "base_model": model_dir,
-            "round": rnd.id,
-            "method": config.method,
-            "demonstrations": new_ids,
-            "replay": replay_ids,
-            "hyperparameters": config.to_dict(),
-            "lora": result.session.model.peft_config["default"].to_dict(),
-            "metrics": metrics,
-        }
-        path, checksum = write_version_dir(data_dir / "versions", name, save=result.save, manifest=manifest)
-        try:
-            rounds.succeed_round(
-                engine, round_id=rnd.id, version=name, adapter_path=str(path), checksum=checksum, metrics=metrics
-            )
-        except BaseException:
-            remove_leftovers(data_dir / "versions", [name])
-            raise
+        name, metrics = _train_and_register(engine, plan, rnd.id, model_dir, data_dir, config, on_step, beat)
     except BaseException as e:
         error = str(e) if isinstance(e, ApprenticeError) else f"{type(e).__name__}: {e}"
         log.error("training round %s failed: %s\n%s", rnd.id, error, traceback.format_exc())
@@ -223,10 +206,58 @@ def _run_locked(
         raise
     if activate:
         versions.set_active(engine, name=name)
-    state = "active" if activate else "candidate"
+    replayed = f" + {len(plan.replay_ids)} replayed" if plan.replay_ids else ""
     message = (
-        f"round {rnd.id} succeeded: version {name} ({state}) from {parent.name}, {len(new_ids)} demonstration(s)"
-        f"{f' + {len(replay_ids)} replayed' if replay_ids else ''}, {metrics['steps']} steps in "
-        f"{metrics['seconds']:.0f} s{f'; {len(skipped)} skipped' if skipped else ''}"
+        f"round {rnd.id} succeeded: version {name} ({'active' if activate else 'candidate'}) from {parent.name}, "
+        f"{len(plan.new_ids)} demonstration(s){replayed}, {metrics['steps']} steps in {metrics['seconds']:.0f} s"
+        f"{f'; {len(plan.skipped)} skipped' if plan.skipped else ''}"
     )
-    return RoundOutcome("succeeded", message, rnd.id, name, parent.name, metrics, skipped)
+    return RoundOutcome("succeeded", message, rnd.id, name, parent.name, metrics, plan.skipped)
+
+
+def _train_and_register(
+    engine: Engine,
+    plan: _Plan,
+    round_id: int,
+    model_dir: str,
+    data_dir: Path,
+    config: LearnerConfig,
+    on_step: Callable[[dict[str, Any], float], None] | None,
+    beat: Heartbeat,
+) -> tuple[str, dict[str, Any]]:
+    """Train, write the version folder atomically, register it (the folder goes again if registering fails)."""
+    from learner.training import train
+
+    def step_hook(record: dict[str, Any], progress: float) -> None:
+        rounds.record_step(engine, round_id=round_id, step=record, progress=progress)
+        if on_step is not None:
+            on_step(record, progress)
+
+    result = train(model_dir, plan.examples, config, parent_adapter=plan.parent.adapter_path, on_step=step_hook,
+                   should_stop=lambda: beat.lost)  # fmt: skip
+    metrics = {**result.metrics, "demonstrations": len(plan.new_ids), "replayed": len(plan.replay_ids),
+               "skipped": plan.skipped}  # fmt: skip
+    name = _version_name(engine, round_id)
+    manifest = {
+        "parent": plan.parent.name,
+        "base_model": model_dir,
+        "round": round_id,
+        "method": config.method,
+        "demonstrations": plan.new_ids,
+        "replay": plan.replay_ids,
+        "hyperparameters": config.to_dict(),
+        "lora": {
+            k: sorted(v) if isinstance(v, set) else v
+            for k, v in result.session.model.peft_config["default"].to_dict().items()
+        },
+        "metrics": metrics,
+    }
+    path, checksum = write_version_dir(data_dir / "versions", name, save=result.save, manifest=manifest)
+    try:
+        rounds.succeed_round(
+            engine, round_id=round_id, version=name, adapter_path=str(path), checksum=checksum, metrics=metrics
+        )
+    except BaseException:
+        remove_leftovers(data_dir / "versions", [name])
+        raise
+    return name, metrics

@@ -53,6 +53,7 @@ def test_a_round_writes_version_manifest_lineage_and_metrics(engine, tiny_model_
     assert manifest["checksum"] == adapter_checksum(folder) == version.checksum
     assert manifest["parent"] == "v0" and manifest["demonstrations"] == ids and manifest["method"] == "sdft"
     assert manifest["hyperparameters"] == config.to_dict() and manifest["metrics"]["steps"] == 2
+    assert manifest["lora"]["r"] == 16 and manifest["lora"]["target_modules"] == sorted(config.lora_targets)
     assert version.status == "candidate" and version.parent == "v0" and version.adapter_path == str(folder)
     rnd = rounds.get_round(engine, round_id=version.round_id)
     assert (rnd.status, rnd.version, rnd.progress, rnd.parent_version) == ("succeeded", "v1", 1.0, "v0")
