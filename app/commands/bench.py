@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     serve.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     serve.add_argument("--quick", action="store_true", help="a short run (fewer tokens and swaps) to try it out")
     serve.add_argument("--device", help="engine device: auto, cpu, cuda (APPRENTICE_DEVICE; auto)")
+    serve.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's, one per core)")
     serve.set_defaults(handler=serve_command)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("bench_"):
@@ -37,6 +38,7 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.device:
         settings = settings.model_copy(update={"device": args.device})
     cfg = BenchConfig(tokens=24, rounds=1, swaps=4, swap_tokens=16, steady_seconds=3.0) if args.quick else BenchConfig()
+    cfg.threads = args.threads
     result = run_serve_bench(settings, cfg, say=lambda line: print(line, flush=True))
     for line in summary(result):
         print(line)

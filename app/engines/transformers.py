@@ -209,6 +209,12 @@ class TransformersEngine(Engine):
         check_sampling(sampling, self.limits, allow_zero_tokens=allow_zero_tokens)
         ids = encode()
         check_input_length(len(ids), self.limits)
+        context = getattr(self._gen.model.config, "max_position_embeddings", None)
+        if context and len(ids) + sampling.max_tokens > context:
+            raise EngineError(
+                f"the input ({len(ids)} tokens) plus max_tokens ({sampling.max_tokens}) is over the model's context "
+                f"of {context} tokens; ask for fewer tokens or shorten the conversation"
+            )
         name, key = self._acquire(version)
         released, job = False, None
         try:
