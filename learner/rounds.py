@@ -183,8 +183,10 @@ def _run_locked(
         why = f"{len(plan.new_ids)} usable approved demonstration(s) that {parent.name} has not learned"
         return RoundOutcome("nothing", f"nothing to learn: {why} (need {min_demos})", parent=parent.name,
                             skipped=plan.skipped)  # fmt: skip
-    if parent.adapter_path:
+    if parent.adapter_path and parent.checksum:
         verify_adapter(parent.adapter_path, parent.checksum)
+    elif parent.adapter_path:  # registered by hand without one (`apprentice versions add`): nothing to check against
+        log.warning("version %s has no recorded checksum; its adapter is used unverified", parent.name)
     rnd = rounds.create_round(
         engine,
         method=config.method,
