@@ -30,6 +30,7 @@ from app.engines.sampling import Detokenizer, StopText, choose_token, make_gener
 
 log = logging.getLogger(__name__)
 BASE_ADAPTER = "__base__"
+SCORE_CHUNK = 512  # tokens per forward when scoring a prompt (bounds the logits held at once)
 
 
 @dataclass(eq=False)
@@ -309,8 +310,8 @@ class GenerationLoop:
         self.adapter_names = [adapter]
         cache = DynamicCache(config=self.model.config)
         out: list[tuple[float | None, dict[int, float]]] = [(None, {})]
-        for start in range(0, len(ids), self.prefill_chunk):
-            chunk = ids[start : start + self.prefill_chunk]
+        for start in range(0, len(ids), SCORE_CHUNK):
+            chunk = ids[start : start + SCORE_CHUNK]
             logits = self.model(
                 input_ids=torch.tensor([chunk], device=self.device),
                 position_ids=torch.arange(start, start + len(chunk), device=self.device)[None],

@@ -54,9 +54,16 @@ def resolve_device(device: str) -> str:
 
 
 class TransformersEngine(Engine):
-    def __init__(self, model: Any, tokenizer: Any, *, limits: Limits | None = None, prefill_chunk: int = 256) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, *, limits: Limits | None = None, prefill_chunk: int | None = None
+    ) -> None:
         self.tokenizer = tokenizer
         self.limits = limits or Limits()
+        if prefill_chunk is None:
+            # Prompt tokens computed between two decode steps. On a CPU 64 tokens cost about one or two steps of a
+            # batch, so a burst of new requests never freezes the streams already running; a GPU takes far more.
+            on_cpu = next(model.parameters()).device.type == "cpu"
+            prefill_chunk = 64 if on_cpu else 512
         self._gen = GenerationLoop(
             model,
             tokenizer,
