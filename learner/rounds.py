@@ -202,7 +202,10 @@ def _run_locked(
     except BaseException as e:
         error = str(e) if isinstance(e, ApprenticeError) else f"{type(e).__name__}: {e}"
         log.error("training round %s failed: %s\n%s", rnd.id, error, traceback.format_exc())
-        rounds.fail_round(engine, round_id=rnd.id, error=error or type(e).__name__)
+        try:
+            rounds.fail_round(engine, round_id=rnd.id, error=error or type(e).__name__)
+        except Conflict:  # already marked failed (e.g. recovered by another process after a lost lease)
+            pass
         if isinstance(e, Exception):
             raise RoundFailed(f"training round {rnd.id} failed: {error}") from e
         raise
