@@ -57,7 +57,7 @@ class BenchConfig:
     swaps: int = 10  # activations under load
     swap_tokens: int = 32  # tokens per reply during the swap run (a retired version drains within one reply)
     steady_seconds: float = 8.0  # the steady run the swap gaps are compared with
-    threads: int = 0  # torch CPU threads here and in the API server (0: torch's default)
+    threads: int = 0  # torch CPU threads here and in the API server (0: the server's default, cores - 1)
 
 
 def _mean(values: list[float]) -> float:
@@ -177,6 +177,8 @@ def make_adapters(folder: str, out: Path) -> dict[str, str]:
 
 
 async def swap_under_load(engine: TransformersEngine, paths: dict[str, str], cfg: BenchConfig) -> dict[str, Any]:
+    """Streams run on the active version for `steady_seconds`, then `swaps` activations alternate the two `paths`
+    (the first one first), each waiting until the replaced version has drained and been unloaded."""
     gaps: list[tuple[float, float]] = []  # (previous token time, this token time), every stream
     failed, mixed, running = 0, 0, True
 
@@ -262,7 +264,7 @@ def api_server(settings: Settings, cfg: BenchConfig, data: Path) -> Iterator[tup
         "APPRENTICE_LEARN_IN_SERVER": "false",
     }
     if cfg.threads:
-        env["OMP_NUM_THREADS"] = str(cfg.threads)
+        env["APPRENTICE_THREADS"] = str(cfg.threads)
     cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -319,8 +321,7 @@ def run_serve_bench(settings: Settings, cfg: BenchConfig, say: Callable[[str], N
 
     folder = model_folder(settings)
     load_before = os.getloadavg()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.threads or settings.generation_threads())  # as `apprentice serve` does
     limits = Limits(max_concurrent=cfg.streams, max_new_tokens=max(cfg.tokens, cfg.swap_tokens), request_timeout=3600)
     engine = TransformersEngine.from_folder(folder, device=settings.device, limits=limits)
     gc.collect()
@@ -335,9 +336,10 @@ def run_serve_bench(settings: Settings, cfg: BenchConfig, say: Callable[[str], N
             say("swap under load: making two random LoRA adapters (peft) in a temporary folder ...")
             paths = make_adapters(folder, Path(tmp))
             started = time.perf_counter()
-            asyncio.run(engine.load("bench-warm", paths["bench-a"]))  # the first adapter wraps the layers, once
+            # Serve a LoRA version from the start, so the steady gaps and the swap gaps cost the same per step (a
+            # LoRA version costs more per step than the bare base). The first adapter wraps the layers, once.
+            asyncio.run(engine.activate("bench-b", paths["bench-b"]))
             out["first_adapter_load_s"] = time.perf_counter() - started
-            asyncio.run(engine.unload("bench-warm"))
             say(f"swap under load: {cfg.swaps} activations while {cfg.streams} streams run ...")
             out["swap"] = asyncio.run(swap_under_load(engine, paths, cfg))
             out["swap"]["adapters"] = "two random LoRA adapters (r=16, alpha=32, attention+MLP) made by the bench"

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         "transformers", description="Inference engine: embedded transformers, or a client of an external vLLM server."
     )
     device: str = Field("auto", description="Device of the embedded engine: auto (CUDA when present), cpu, cuda[:N].")
+    threads: int = Field(
+        0,
+        ge=0,
+        description="CPU threads for generation; 0: one less than the cores (at least 1), leaving the web "
+        "server a core (with all cores, the server's own work stalls generation several-fold).",
+    )
     max_input_tokens: int = Field(4096, ge=16, description="Longest prompt (chat template included) in tokens.")
     max_new_tokens: int = Field(1024, ge=1, description="Most tokens one reply may generate (max_tokens cap).")
     max_concurrent_generations: int = Field(8, ge=1, description="Replies generated at once (one batch); more wait.")
@@ -76,6 +82,9 @@ class Settings(BaseSettings):
         """The LearnerConfig of this deployment: preset, then learn_method and learn_config, then `overrides`."""
         preset = self.learn_preset or default_preset(self.model)
         return LearnerConfig.preset(preset, **{"method": self.learn_method, **self.learn_config, **overrides})
+
+    def generation_threads(self) -> int:
+        return self.threads or max(1, (os.cpu_count() or 2) - 1)
 
     @property
     def db_url(self) -> str:

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     serve.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     serve.add_argument("--quick", action="store_true", help="a short run (fewer tokens and swaps) to try it out")
     serve.add_argument("--device", help="engine device: auto, cpu, cuda (APPRENTICE_DEVICE; auto)")
-    serve.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's, one per core)")
+    serve.add_argument("--threads", type=int, default=0, help="CPU threads (default: as `serve`, cores - 1)")
     serve.set_defaults(handler=serve_command)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("bench_"):

@@ -16,16 +16,19 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     serve.add_argument("--engine", choices=["transformers", "vllm"], help="APPRENTICE_ENGINE; transformers")
     serve.add_argument("--device", help="embedded engine device: auto, cpu, cuda (APPRENTICE_DEVICE; auto)")
     serve.add_argument("--vllm-url", help="external vLLM server for --engine vllm (APPRENTICE_VLLM_URL)")
+    serve.add_argument("--threads", type=int, help="CPU threads for generation (APPRENTICE_THREADS; cores - 1)")
     serve.set_defaults(handler=serve_command)
 
 
 def serve_command(args: argparse.Namespace, settings: Settings) -> int:
+    import torch
     import uvicorn
 
     from app.main import create_app
 
-    flags = {"engine": args.engine, "device": args.device, "vllm_url": args.vllm_url}
+    flags = {"engine": args.engine, "device": args.device, "vllm_url": args.vllm_url, "threads": args.threads}
     settings = settings.model_copy(update={k: v for k, v in flags.items() if v is not None})
+    torch.set_num_threads(settings.generation_threads())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     # The model, libraries and UI are built and live as long as the server: keep the cyclic garbage collector
