@@ -67,6 +67,12 @@ class LearnerConfig:
     max_new_tokens: int = _f(256, "Hard cap on a rollout's length.")
     new_tokens_factor: float = _f(2.0, "A rollout may run to factor x the longest demonstration of the batch ...")
     new_tokens_margin: int = _f(16, "... plus this many tokens (whichever is smaller: this or max_new_tokens).")
+    rollout_from: str = _f(
+        "student",
+        "Who samples the rollouts: student (on-policy, the paper) or teacher (the teacher with the demonstration in "
+        "its context, TRL's generate_from_teacher: off-policy, but on a weak student its samples reach the answer).",
+    )
+    samples_per_prompt: int = _f(1, "Rollouts sampled per prompt in each step (each one a training sequence).")
     merged_rollouts: bool = _f(
         True,
         "Generate with a plain copy of the model whose weights get the student's LoRA merged in before each step "
@@ -80,6 +86,9 @@ class LearnerConfig:
         "or jsd (generalized Jensen-Shannon, see jsd_beta).",
     )
     jsd_beta: float = _f(0.5, "Weight of the teacher in the jsd mixture (0 -> forward KL limit, 1 -> reverse).")
+    sft_weight: float = _f(
+        0.0, "SDFT only: add this times the SFT loss (next-token loss on the demonstration's answer) to the loss."
+    )
     skip_first_tokens: int = _f(3, "Completion tokens left out of the loss at the start (stops copying openers).")
     top_k: int = _f(0, "0 = KL over the full vocabulary; k > 0 = over the top-k tokens (memory saver).")
     top_k_tail: bool = _f(True, "With top_k: lump the remaining probability into one tail bucket (else renormalize).")
@@ -118,6 +127,8 @@ class LearnerConfig:
             (self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}"),
             (self.lr_schedule in ("cosine", "linear", "constant"), "lr_schedule must be cosine, linear or constant"),
             (self.teacher in ("frozen", "ema"), "teacher must be frozen or ema"),
+            (self.rollout_from in ("student", "teacher"), "rollout_from must be student or teacher"),
+            (self.samples_per_prompt >= 1 and self.sft_weight >= 0, "samples_per_prompt >= 1, sft_weight >= 0"),
             (self.top_k_support in ("student", "teacher"), "top_k_support must be student or teacher"),
             (self.dtype in ("auto", "float32", "bfloat16"), "dtype must be auto, float32 or bfloat16"),
             (self.lora_r > 0 and self.lora_alpha > 0, "lora_r and lora_alpha must be positive"),

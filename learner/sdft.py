@@ -6,7 +6,7 @@ through a merged copy of the weights); teacher log-probs on [teacher prompt; y] 
 on [student prompt; y] with gradient; loss = forward KL(teacher || student) over the full vocabulary per completion
 token (logits / temperature before log-softmax), the first `skip_first_tokens` tokens left out, mean over a
 sequence's tokens, then mean over the batch's sequences. Options: reverse KL, generalized JSD, top-k + tail bucket,
-EMA teacher (`learner.config.LearnerConfig`).
+EMA teacher, rollouts sampled by the teacher, several rollouts per prompt, an SFT term (`learner.config`).
 
 Why not TRL's SDFTTrainer (trl 1.16, `trl.experimental.sdft`): with a LoRA model its teacher is either the adapter-
 disabled base or an EMA adapter started at zero, never the live version, so a second round would pull the student
@@ -119,12 +119,19 @@ def completion_logits(session: Session, prompts: list[list[int]], completions: l
 
 
 def rollout(session: Session, batch: list[Prompt]) -> list[list[int]]:
-    """One sampled completion per prompt from the current student, ending with its end-of-turn token if it ended."""
+    """One sampled completion per prompt, ending with its end-of-turn token if it ended: from the current student on
+    the student prompt, or with `rollout_from="teacher"` from the teacher on the teacher prompt."""
+    import contextlib
+
     import torch
     from transformers import GenerationConfig
 
     cfg, tok = session.config, session.tokenizer
-    model = refresh_rollout_model(session)
+    name = TEACHER if cfg.rollout_from == "teacher" else STUDENT
+    model = refresh_rollout_model(session, name)
+    context: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if model is None:
+        model, context = session.model, session.adapter(name)
     longest = max(len(p.answer_ids) for p in batch)
     budget = min(cfg.max_new_tokens, int(longest * cfg.new_tokens_factor) + cfg.new_tokens_margin)
     stops = sorted({session.eot_id, tok.eos_token_id} - {None})
@@ -132,11 +139,12 @@ def rollout(session: Session, batch: list[Prompt]) -> list[list[int]]:
         do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, max_new_tokens=budget,
         eos_token_id=stops, pad_token_id=tok.pad_token_id,
     )  # fmt: skip
-    enc = tok.pad({"input_ids": [p.student_ids for p in batch]}, return_tensors="pt").to(session.device)
+    prompts = [p.teacher_ids if name == TEACHER else p.student_ids for p in batch]
+    enc = tok.pad({"input_ids": prompts}, return_tensors="pt").to(session.device)
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), session.forward_context():
+        with torch.no_grad(), session.forward_context(), context:
             out = model.generate(**enc, generation_config=generation)
     finally:
         model.train(was_training)
@@ -152,6 +160,7 @@ def sdft_step(session: Session, batch: list[Prompt]) -> dict[str, Any]:
     import torch
 
     cfg = session.config
+    demonstrations, batch = batch, [p for p in batch for _ in range(cfg.samples_per_prompt)]
     t0 = time.perf_counter()
     completions = rollout(session, batch)
     t_gen = time.perf_counter() - t0
@@ -179,9 +188,16 @@ def sdft_step(session: Session, batch: list[Prompt]) -> dict[str, Any]:
         t_teacher += t2 - t1
         t_student += time.perf_counter() - t2
     n = max(n_valid, 1)
+    sft_loss = None
+    if cfg.sft_weight:
+        from learner.sft import answer_loss_backward  # sft imports this module
+
+        sft_loss, _, seconds = answer_loss_backward(session, demonstrations, cfg.sft_weight)
+        t_student += seconds
     return {
-        "loss": loss_sum / n,
+        "loss": loss_sum / n + cfg.sft_weight * (sft_loss or 0.0),
         "kl": (kl_sum if (cfg.loss != "forward_kl" or cfg.top_k) else loss_sum) / n,
+        "sft_loss": sft_loss,
         "tokens": sum(lengths),
         "loss_tokens": sum(max(0, n - cfg.skip_first_tokens) for n in lengths),
         "completion_len_mean": sum(lengths) / len(lengths),

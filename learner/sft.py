@@ -17,6 +17,21 @@ from learner.training import Session
 
 def sft_step(session: Session, batch: list[Prompt]) -> dict[str, Any]:
     """Forward and backward on [student prompt; answer] for one optimizer step (the caller steps the optimizer)."""
+    loss, tokens, seconds = answer_loss_backward(session, batch, weight=1.0)
+    return {
+        "loss": loss,
+        "kl": None,
+        "tokens": tokens,
+        "loss_tokens": tokens,
+        "generation_s": 0.0,
+        "teacher_s": 0.0,
+        "student_s": seconds,
+    }
+
+
+def answer_loss_backward(session: Session, batch: list[Prompt], weight: float) -> tuple[float, int, float]:
+    """Backward of `weight` x the mean next-token loss over the batch's answer tokens; (that mean, tokens, seconds).
+    Also SDFT's optional SFT term (`sft_weight`)."""
     import torch
 
     cfg = session.config
@@ -31,15 +46,7 @@ def sft_step(session: Session, batch: list[Prompt]) -> dict[str, Any]:
         loss = torch.nn.functional.cross_entropy(
             logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum"
         )
-        (loss / total_tokens).backward()
+        (loss * (weight / total_tokens)).backward()
         loss_sum += float(loss.detach())
         t_student += time.perf_counter() - t0
-    return {
-        "loss": loss_sum / total_tokens,
-        "kl": None,
-        "tokens": total_tokens,
-        "loss_tokens": total_tokens,
-        "generation_s": 0.0,
-        "teacher_s": 0.0,
-        "student_s": t_student,
-    }
+    return loss_sum / total_tokens, total_tokens, t_student

@@ -164,17 +164,18 @@ def _merge_pairs(model: Any, rollout_model: Any) -> list[tuple[Any, Any]]:
     return pairs
 
 
-def refresh_rollout_model(session: Session) -> Any:
-    """The model to sample from: the rollout copy with W = W_base + scaling * B @ A of the current student."""
+def refresh_rollout_model(session: Session, name: str = STUDENT) -> Any:
+    """The model to sample from: the rollout copy with W = W_base + scaling * B @ A of adapter `name` as it is now
+    (None: generate through peft with `name` active)."""
     import torch
 
     if session.rollout_model is None:
-        return session.model
+        return None
     with torch.no_grad():
         for lora, linear in session.merge_pairs:
             base = lora.base_layer.weight
-            a, b = lora.lora_A[STUDENT].weight.to(base.dtype), lora.lora_B[STUDENT].weight.to(base.dtype)
-            linear.weight.copy_(torch.addmm(base, b, a, alpha=lora.scaling[STUDENT]))
+            a, b = lora.lora_A[name].weight.to(base.dtype), lora.lora_B[name].weight.to(base.dtype)
+            linear.weight.copy_(torch.addmm(base, b, a, alpha=lora.scaling[name]))
     return session.rollout_model
 
 

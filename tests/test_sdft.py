@@ -135,3 +135,24 @@ def test_options_reverse_jsd_topk_and_ema_train(tiny_model_dir):
     name = next(n for n in params if f"lora_B.{TEACHER}." in n)
     student = params[name.replace(f".{TEACHER}.", f".{STUDENT}.")]
     assert torch.allclose(params[name], 0.5 * student, atol=1e-7) and student.abs().sum() > 0
+
+
+def test_rollouts_come_from_the_student_prompt_or_the_teacher_prompt(tiny_model_dir):
+    from learner.prompts import build_prompts
+    from learner.sdft import rollout
+
+    for source in ("student", "teacher"):
+        config = fp32(rollout_from=source, temperature=1e-4, new_tokens_factor=0.0, new_tokens_margin=6)
+        session = open_session(tiny_model_dir, config)
+        prompts, _ = build_prompts(session.tokenizer, DEMOS[:1], config)
+        ids = prompts[0].teacher_ids if source == "teacher" else prompts[0].student_ids
+        with torch.no_grad():
+            greedy = session.model.generate(input_ids=torch.tensor([ids]), do_sample=False, max_new_tokens=6)
+        assert rollout(session, prompts) == [greedy[0, len(ids) :].tolist()], source
+
+
+def test_several_samples_per_prompt_and_an_sft_term(tiny_model_dir):
+    record = train(tiny_model_dir, DEMOS, fp32(steps=1, samples_per_prompt=3, sft_weight=0.5)).steps[0]
+    plain = train(tiny_model_dir, DEMOS, fp32(steps=1)).steps[0]
+    assert record["tokens"] > plain["tokens"] and record["sft_loss"] > 0
+    assert record["loss"] == pytest.approx(record["kl"] + 0.5 * record["sft_loss"])
