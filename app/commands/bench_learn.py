@@ -55,6 +55,7 @@ def add_parser(actions: argparse._SubParsersAction, common: argparse.ArgumentPar
         metavar="METHOD.FIELD=VALUE",
         help="override a LearnerConfig field for one method, e.g. sdft.temperature=0.7",
     )
+    p.add_argument("--no-sequential", action="store_true", help="skip the sequential-skills rounds (variant sweeps)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--workers", type=int, default=1, help="jobs run in parallel processes (for a GPU or many cores)")
     p.set_defaults(handler=learn_command)
@@ -93,6 +94,7 @@ def learn_command(args: argparse.Namespace, settings: Settings) -> int:
         general_n=args.general_n if args.general_n is not None else (60 if args.quick else None),
         overrides=parse_overrides(args.set),
         threads=args.threads,
+        sequential=not args.no_sequential,
     )
     if args.lr:
         options.learning_rates = args.lr
