@@ -52,12 +52,14 @@ def create_engine(settings: Settings) -> Engine:
 
 def _gate_scheduled(state: AppState, loop: asyncio.AbstractEventLoop) -> Callable[[dict[str, Any]], None]:
     """After a scheduled round (reported on the scheduler's thread): the evaluation gate and, if it promotes the
-    candidate, the hot swap, on the server's loop, exactly as the admin's "Train now" does."""
+    candidate, the hot swap, on the server's loop, exactly as the admin's "Train now" does. The server's job does not
+    gate in its worker (start_learning), so each round is gated once; a result already gated is left alone."""
     from app.ui.admin_jobs import gate_and_activate
 
     def on_result(result: dict[str, Any]) -> None:
         log.info("scheduled learning round: %s", result.get("message"))
-        if result.get("status") == "succeeded" and result.get("version") and not state.settings.learn_activate:
+        decided = state.settings.learn_activate or "gate" in result
+        if result.get("status") == "succeeded" and result.get("version") and not decided:
             asyncio.run_coroutine_threadsafe(gate_and_activate(state, result["version"]), loop)
 
     return on_result

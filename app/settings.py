@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from learner.config import LearnerConfig, default_preset
 from learner.model_files import BUILTIN, default_cache_dir
 from storage.errors import ApprenticeError
+
+if TYPE_CHECKING:  # learner.gate imports the evaluator (torch): not at every command's start
+    from learner.gate import GateConfig
 
 
 class Settings(BaseSettings):
@@ -71,17 +74,34 @@ class Settings(BaseSettings):
         4, ge=1, description="A scheduled round starts only with at least this many newly approved demonstrations."
     )
     learn_activate: bool = Field(
-        False, description="Make a scheduled round's version live at once (only while no evaluation gate decides)."
+        False, description="Make a scheduled round's version live at once, without the promotion gate."
     )
     learn_in_server: bool = Field(
         True, description="Run the learning scheduler inside `apprentice serve` (off when `learn --daemon` runs)."
     )
     learn_misfire_grace_s: int = Field(600, ge=1, description="A scheduled round late by up to this still runs.")
 
+    # the promotion gate after every round (learner/gate.py)
+    gate_margin: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="Largest score drop (0..1; 0.02 = 2 points) the gate allows on a skill the round did not train on.",
+    )
+    gate_min_probes: int = Field(
+        20, ge=1, description="The margin rule applies only to skills with at least this many probes (less is noise)."
+    )
+
     def learner_config(self, **overrides: Any) -> LearnerConfig:
         """The LearnerConfig of this deployment: preset, then learn_method and learn_config, then `overrides`."""
         preset = self.learn_preset or default_preset(self.model)
         return LearnerConfig.preset(preset, **{"method": self.learn_method, **self.learn_config, **overrides})
+
+    def gate_config(self) -> GateConfig:
+        """The promotion gate's rules of this deployment."""
+        from learner.gate import GateConfig
+
+        return GateConfig(margin=self.gate_margin, min_probes=self.gate_min_probes)
 
     def generation_threads(self) -> int:
         return self.threads or max(1, (os.cpu_count() or 2) - 1)

@@ -7,11 +7,14 @@
   3. it was evaluated on every skill the live version was evaluated on.
 
 `gate_candidate` wires it to the database: it evaluates the candidate (and the live version again when its stored
-scores are stale, i.e. the probes changed since), decides, and records the verdict. Activating a promoted candidate
-(the hot swap) is the caller's, because only the serving side holds the engine.
+scores are stale, i.e. the probes changed since), decides, and records the verdict. `gate_round` is the whole gate
+after a round for a process that does not serve (`apprentice learn`, the learning daemon): the round's trained skills,
+`gate_candidate`, and a promoted candidate made the active version in the database, which every running server
+follows (app/activation.py). The server gates its own rounds (app/ui/admin_jobs.gate_and_activate) so that it can
+hot-swap at once.
 
-    decision = gate_candidate(engine, model_folder, candidate="v4", trained_skills=["geo"])
-    if decision.promote: await serving_engine.activate("v4", adapter_path)
+    decision = gate_round(engine, model_folder, "v4", config=GateConfig(margin=0.02, min_probes=20))
+    print(verdict("v4", decision))     # gate: v4 is live (promoted: geo 40.0->60.0, general 47.5->47.2)
 
     .venv/bin/python -m pytest -q tests/test_gate.py
 """
@@ -24,8 +27,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from learner.adapters import verify_adapter
 from learner.evaluate import EvalConfig, evaluate_version, fingerprint, spec_from_row, sync_general_suite
-from storage import evals, probes, versions
+from storage import demonstrations, evals, probes, rounds, versions
 
 
 @dataclass(frozen=True)
@@ -168,3 +172,53 @@ def gate_candidate(
     decision = decide(cand_scores, live_scores, trained_skills=trained_skills, config=config)
     evals.record_gate(engine, candidate=candidate, promote=decision.promote, reason=decision.reason)
     return decision
+
+
+def trained_skills(engine: Engine, candidate: str) -> list[str]:
+    """The skills of the demonstrations `candidate`'s round learned (none for a version no round made)."""
+    version = versions.get_version(engine, name=candidate)
+    learned = rounds.round_demonstrations(engine, round_id=version.round_id) if version.round_id else []
+    demos = demonstrations.get_demonstrations(engine, ids=[x.demonstration_id for x in learned])
+    return sorted({d.skill for d in demos if d.skill})
+
+
+def gate_round(
+    engine: Engine,
+    model_folder: str,
+    candidate: str,
+    *,
+    config: GateConfig = GateConfig(),
+    eval_config: EvalConfig = EvalConfig(),
+) -> GateDecision:
+    """Gate the version a round wrote, on the skills that round trained, and make it the active version in the
+    database when it passes (servers follow within their version_poll_seconds). If the live version changed while
+    the gate evaluated, the candidate was compared with the wrong version: it stays a candidate."""
+    live = versions.active_version(engine).name
+    skills = trained_skills(engine, candidate)
+    decision = gate_candidate(
+        engine,
+        model_folder,
+        candidate=candidate,
+        trained_skills=skills,
+        live=live,
+        config=config,
+        eval_config=eval_config,
+    )
+    if not decision.promote:
+        return decision
+    now = versions.active_version(engine).name
+    if now != live:
+        why = f"not promoted: the live version changed from {live} to {now} while the gate ran; judged against {live}"
+        return GateDecision(False, why, decision.checks)
+    target = versions.get_version(engine, name=candidate)
+    if target.adapter_path and target.checksum:
+        verify_adapter(target.adapter_path, target.checksum)  # never make a damaged adapter live
+    versions.set_active(engine, name=candidate)
+    return decision
+
+
+def verdict(candidate: str, decision: GateDecision) -> str:
+    """The gate's outcome in one line, for logs and the command line."""
+    if decision.promote:
+        return f"gate: {candidate} is live ({decision.reason})"
+    return f"gate: {candidate} is not live ({decision.reason}); `apprentice activate {candidate}` overrides the gate"

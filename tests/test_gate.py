@@ -1,15 +1,38 @@
-"""The promotion gate: the decision rules on crafted scores, and one real case on the built-in model (a candidate
-with large random LoRA weights forgets what the base knew and is rejected, then marked so in the database)."""
+"""The promotion gate: the decision rules on crafted scores; the deployment's settings reach it; and one real case on
+the built-in model (a candidate with large random LoRA weights forgets what the base knew and is rejected, then
+marked so in the database). The gate after `apprentice learn --now` and a scheduled round: tests/test_rounds_cli.py,
+tests/test_scheduler.py."""
 
 from __future__ import annotations
 
 import pytest
 
 from learner.gate import GateConfig, SkillScore, decide
+from storage import evals, probes
 
 
 def s(score: float, n: int = 100) -> SkillScore:
     return SkillScore(score, n)
+
+
+def store_scores(engine, version: str, scores: dict[str, float]) -> None:
+    """Record `version`'s scores as if it had just been evaluated on the current probes (general suite included), so
+    the gate takes them as fresh instead of scoring it: a test sets the bar the real candidate is measured against."""
+    from learner.evaluate import EvalConfig, fingerprint, spec_from_row, sync_general_suite
+
+    sync_general_suite(engine)
+    specs: dict[str, list] = {}
+    for row in probes.list_probes(engine):
+        specs.setdefault(row.skill, []).append(spec_from_row(row))
+    stored = {
+        skill: {
+            "score": score,
+            "n": len(specs[skill]),
+            "details": {"fingerprint": fingerprint(specs[skill], EvalConfig())},
+        }
+        for skill, score in scores.items()
+    }
+    evals.record_eval(engine, version=version, skills=stored)
 
 
 LIVE = {"general": s(0.40, 300), "geo": s(0.50, 30), "tiny": s(1.0, 3)}
@@ -61,6 +84,28 @@ def test_new_skills_and_plain_dicts_are_accepted():
     assert decision.promote
     assert {c.skill: c.rule for c in decision.checks} == {"general": "margin", "new": "new-skill"}
     assert not decide({}, {}).promote
+
+
+def test_the_settings_choose_the_gate_rules(monkeypatch, tiny_model_dir):
+    from pydantic import ValidationError
+
+    from app.commands.learn import learn_job
+    from app.settings import get_settings
+
+    assert get_settings().gate_config() == GateConfig(margin=0.02, min_probes=20)
+    monkeypatch.setenv("APPRENTICE_GATE_MARGIN", "0.05")
+    monkeypatch.setenv("APPRENTICE_GATE_MIN_PROBES", "7")
+    settings = get_settings(model=tiny_model_dir)
+    assert settings.gate_config() == GateConfig(margin=0.05, min_probes=7)
+    job = learn_job(settings, settings.learner_config())  # what `learn --daemon` schedules: gated in its worker
+    assert job.gate and GateConfig(**job.gate_config) == settings.gate_config()
+    assert not learn_job(settings, settings.learner_config(), gate=False).gate  # `serve`: the server gates
+    for name, bad in [("APPRENTICE_GATE_MARGIN", "1.5"), ("APPRENTICE_GATE_MARGIN", "-0.01"),
+                      ("APPRENTICE_GATE_MIN_PROBES", "0")]:  # fmt: skip
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValidationError, match=name.removeprefix("APPRENTICE_").lower()):
+            get_settings()
+        monkeypatch.delenv(name)
 
 
 @pytest.mark.slow

@@ -1,9 +1,12 @@
 """`apprentice learn --now`: nothing to learn exits 0 without a version; with approved demonstrations it creates a
-candidate version (or a live one with --activate); bad --set values are one-line errors."""
+version that the promotion gate makes live or rejects (live at once with --activate, a candidate with --no-gate);
+bad --set values are one-line errors."""
 
 from __future__ import annotations
 
 import json
+
+import pytest
 
 from app.cli import main
 from app.services import open_database
@@ -27,3 +30,38 @@ def test_learn_now_from_the_command_line(tiny_model_dir, tmp_path, capsys):
     assert versions.active_version(engine).name == outcome["version"]
     assert main([*common, "learn", "--now", "--set", "lora_r=-1"]) == 1
     assert "lora_r and lora_alpha must be positive" in capsys.readouterr().err
+
+
+def test_learn_now_gates_the_new_version(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """One gated round (a rejection is in tests/test_scheduler.py: each gate scores the general suite)."""
+    from storage.probes import add_probes
+    from tests.test_gate import store_scores
+
+    common = ["--data-dir", str(tmp_path), "--model", tiny_model_dir]
+    learn = [*common, "learn", "--now", "--method", "sft", "--steps", "1", *FAST]
+    engine = open_database(get_settings(data_dir=tmp_path))
+    unknown = [f"Qzxv{i}" for i in range(3)]  # answers a random model never says: 0% before and after training
+    add_probes(engine, items=[{"skill": "geo", "messages": [{"role": "user", "content": f"Capital of Land{i}?"}],
+                               "answer": a, "grader": "contains"} for i, a in enumerate(unknown)])  # fmt: skip
+    add_demos(engine, 2, skill="geo")
+    store_scores(engine, "v0", {"general": 0.0})  # stored and current: the gate scores v0 on geo only
+    monkeypatch.setenv("APPRENTICE_GATE_MIN_PROBES", "1000")  # the deployment's setting reaches the gate
+
+    assert main([*learn, "--json"]) == 0  # the trained skill did not get worse: promoted
+    outcome = json.loads(capsys.readouterr().out)
+    gate = outcome["gate"]
+    assert gate["promoted"] and gate["reason"].startswith("promoted: "), gate
+    assert {c["skill"]: c["rule"] for c in gate["checks"]} == {"general": "too-few-probes", "geo": "trained"}
+    assert gate["checks"][1]["live"] == gate["checks"][1]["candidate"] == {"score": 0.0, "n": 3}  # both scored
+    assert versions.active_version(engine).name == outcome["version"] == "v1"
+
+    add_demos(engine, 2, start=2, skill="geo")
+    assert main([*learn, "--no-gate"]) == 0
+    out = capsys.readouterr().out
+    assert "round 2 succeeded: version v2 (candidate)" in out and "gate" not in out
+    assert (
+        versions.get_version(engine, name="v2").status == "candidate" and versions.active_version(engine).name == "v1"
+    )
+    with pytest.raises(SystemExit):  # one or the other
+        main([*learn, "--no-gate", "--activate"])
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """The learning schedule: the job lives in the application database with max_instances=1, coalescing and a misfire
-grace; it waits for enough new demonstrations; and it trains in a separate worker process."""
+grace; it waits for enough new demonstrations; it trains in a separate worker process; and the worker gates the new
+version unless the job leaves that to its caller (the server)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,21 @@ def test_the_scheduler_trains_in_a_worker_process(engine, tiny_model_dir, tmp_pa
     rnd = rounds.get_round(engine, round_id=result["round"])
     assert int(rnd.owner.split(":")[1]) != os.getpid()  # trained in the worker, not in the scheduler's process
     assert versions.active_version(engine).name == result["version"]  # learn_activate promotes at once
+
+
+def test_a_scheduled_round_is_gated_in_its_worker(engine, tiny_model_dir, tmp_path):
+    from tests.test_gate import store_scores
+
+    add_demos(engine, 2)
+    store_scores(engine, "v0", {"general": 1.0})  # a live score the candidate cannot match
+    result = scheduled_round(vars(job(engine, tiny_model_dir, tmp_path, min_demos=2, gate_config={"margin": 0.1})))
+    assert result["status"] == "succeeded" and result["promoted"] is False, result
+    assert result["gate"].startswith("rejected: general dropped") and "margin 10)" in result["gate"]
+    assert f"gate: {result['version']} is not live (rejected: " in result["message"]
+    assert versions.get_version(engine, name=result["version"]).status == "rejected"
+    assert versions.active_version(engine).name == "v0"
+
+    add_demos(engine, 2, start=2)
+    result = scheduled_round(vars(job(engine, tiny_model_dir, tmp_path, min_demos=2, gate=False)))  # the server's job
+    assert result["status"] == "succeeded" and "gate" not in result, result
+    assert versions.get_version(engine, name=result["version"]).status == "candidate"

@@ -1,19 +1,26 @@
 """`apprentice learn --now | --daemon`: run one learning round now, or the learning schedule as its own process.
 
-    apprentice learn --now [--method sdft|sft] [--activate] [--steps N] [--preset builtin] [--set lr=1e-4 ...]
+    apprentice learn --now [--method sdft|sft] [--activate | --no-gate] [--steps N] [--preset builtin] [--set lr=1e-4]
     apprentice learn --daemon        # the scheduler of `apprentice serve`, alone (set APPRENTICE_LEARN_IN_SERVER=0)
     apprentice learn --config        # the effective LearnerConfig with each field's help
 
-`start_learning(settings)` is what `apprentice serve` calls to run the schedule inside the web app.
+After a round, the promotion gate (learner.gate.gate_round, with the settings' gate_margin and gate_min_probes)
+decides whether the new version goes live, unless `--activate` (live at once) or `--no-gate` (left a candidate);
+the daemon gates too unless learn_activate is set. `start_learning(settings)` is what `apprentice serve` calls to run
+the schedule inside the web app; there the server gates each round itself, to hot-swap at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
+import sys
 import threading
 from typing import Any
+
+from sqlalchemy import Engine
 
 from app.services import model_folder, open_database
 from app.settings import Settings
@@ -30,12 +37,16 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     mode.add_argument("--daemon", action="store_true", help="run the learning schedule until stopped")
     mode.add_argument("--config", action="store_true", help="print the effective learner configuration and exit")
     parser.add_argument("--method", choices=("sdft", "sft"), help="training method (APPRENTICE_LEARN_METHOD; sdft)")
-    parser.add_argument("--activate", action="store_true", help="make the new version live at once (no gate)")
+    gating = parser.add_mutually_exclusive_group()
+    gating.add_argument("--activate", action="store_true", help="make each new version live at once (no gate)")
+    gating.add_argument("--no-gate", action="store_true",
+                        help="leave each new version a candidate (default: the promotion gate evaluates it and makes "
+                        "it live if it passes; APPRENTICE_GATE_MARGIN, APPRENTICE_GATE_MIN_PROBES)")  # fmt: skip
     parser.add_argument("--steps", type=int, help="optimizer steps (default: from epochs and the demonstrations)")
     parser.add_argument("--preset", help="learner preset: builtin, 4b or paper (APPRENTICE_LEARN_PRESET)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a LearnerConfig field (JSON value or text); repeatable")  # fmt: skip
-    parser.add_argument("--json", action="store_true", help="print the outcome as JSON (--now)")
+    parser.add_argument("--json", action="store_true", help="print the outcome and the gate's decision as JSON (--now)")
     parser.set_defaults(handler=learn_command)
 
 
@@ -71,7 +82,9 @@ def learn_command(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{key} = {json.dumps(value)}\n    {helps[key]}")
         return 0
     if args.daemon:
-        return daemon(settings, config)
+        if args.activate:
+            settings = settings.model_copy(update={"learn_activate": True})
+        return daemon(settings, config, gate=not args.no_gate)
     return learn_now(args, settings, config)
 
 
@@ -110,16 +123,44 @@ def learn_now(args: argparse.Namespace, settings: Settings, config: LearnerConfi
         )  # fmt: skip
     finally:
         bar.close()
+    if not args.json:
+        for item in outcome.skipped:
+            print(f"skipped: {item['reason']}")
+        print(outcome.message, flush=True)
+    gate, error = None, None
+    if outcome.status == "succeeded" and outcome.version and not (args.activate or args.no_gate):
+        try:
+            gate = run_gate(engine, folder, outcome.version, settings, progress=not args.json)
+        except ApprenticeError as e:  # the round itself succeeded: its version stays a candidate
+            error = f"the gate failed: {e}; {outcome.version} stays a candidate"
     if args.json:
-        print(json.dumps({k: v for k, v in vars(outcome).items() if k != "metrics"} | {"metrics": outcome.metrics}))
-        return 0
-    for item in outcome.skipped:
-        print(f"skipped: {item['reason']}")
-    print(outcome.message)
-    return 0
+        document = {k: v for k, v in vars(outcome).items() if k != "metrics"} | {"metrics": outcome.metrics}
+        print(json.dumps(document | {"gate": gate} | ({"error": error} if error else {})))
+    elif error:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if error else 0
 
 
-def learn_job(settings: Settings, config: LearnerConfig) -> LearnJob:
+def run_gate(engine: Engine, folder: str, candidate: str, settings: Settings, *, progress: bool) -> dict[str, Any]:
+    """The promotion gate on the round's version (printing its checks and verdict when `progress`)."""
+    from learner.evaluate import EvalConfig
+    from learner.gate import gate_round, verdict
+
+    if progress:
+        print(f"gate: evaluating {candidate} and the live version on every skill", flush=True)
+    decision = gate_round(
+        engine, folder, candidate, config=settings.gate_config(), eval_config=EvalConfig(progress=progress)
+    )
+    if progress:
+        for check in decision.checks:
+            print(f"  {check.describe()}")
+        print(verdict(candidate, decision))
+    return {"promoted": decision.promote, "reason": decision.reason,
+            "checks": [dataclasses.asdict(c) for c in decision.checks]}  # fmt: skip
+
+
+def learn_job(settings: Settings, config: LearnerConfig, *, gate: bool = True) -> LearnJob:
+    """The scheduled round of these settings; `gate=False` when the caller gates the new version itself."""
     return LearnJob(
         db_url=settings.db_url,
         data_dir=str(settings.data_dir.resolve()),
@@ -127,16 +168,19 @@ def learn_job(settings: Settings, config: LearnerConfig) -> LearnJob:
         config=config.to_dict(),
         min_demos=settings.learn_min_demos,
         activate=settings.learn_activate,
+        gate=gate,
+        gate_config=dataclasses.asdict(settings.gate_config()),
     )
 
 
 def start_learning(settings: Settings, **kwargs: Any) -> Any | None:
     """The web app's learning schedule from the settings: a started BackgroundScheduler (call .shutdown() on exit),
-    or None when it is off (learn_in_server false, or neither an interval nor a cron schedule)."""
+    or None when it is off (learn_in_server false, or neither an interval nor a cron schedule). Its rounds are not
+    gated in the worker: the server gates each result (pass `on_result`, see app/main.py) and hot-swaps at once."""
     if not settings.learn_in_server or (settings.learn_interval_minutes <= 0 and not settings.learn_cron):
         return None
     return start_scheduler(
-        learn_job(settings, settings.learner_config()),
+        learn_job(settings, settings.learner_config(), gate=False),
         interval_minutes=settings.learn_interval_minutes,
         cron=settings.learn_cron,
         misfire_grace_s=settings.learn_misfire_grace_s,
@@ -144,7 +188,7 @@ def start_learning(settings: Settings, **kwargs: Any) -> Any | None:
     )
 
 
-def daemon(settings: Settings, config: LearnerConfig) -> int:
+def daemon(settings: Settings, config: LearnerConfig, *, gate: bool = True) -> int:
     open_database(settings)
     stop = threading.Event()
 
@@ -152,7 +196,7 @@ def daemon(settings: Settings, config: LearnerConfig) -> int:
         print(f"[learn] {result.get('status')}: {result.get('message')}", flush=True)
 
     scheduler = start_scheduler(
-        learn_job(settings, config),
+        learn_job(settings, config, gate=gate),
         interval_minutes=settings.learn_interval_minutes,
         cron=settings.learn_cron,
         misfire_grace_s=settings.learn_misfire_grace_s,
@@ -161,7 +205,15 @@ def daemon(settings: Settings, config: LearnerConfig) -> int:
     )
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     when = f"cron {settings.learn_cron!r}" if settings.learn_cron else f"every {settings.learn_interval_minutes:g} min"
-    print(f"learning daemon on {settings.db_url}: {when}, at least {settings.learn_min_demos} new demos", flush=True)
+    if settings.learn_activate:
+        then = "new versions go live at once (no gate)"
+    elif gate:
+        margin, least = f"{100 * settings.gate_margin:g}", settings.gate_min_probes
+        then = f"then the gate (margin {margin} points on skills with {least}+ probes)"
+    else:
+        then = "new versions stay candidates (no gate)"
+    print(f"learning daemon on {settings.db_url}: {when}, at least {settings.learn_min_demos} new demos, {then}",
+          flush=True)  # fmt: skip
     try:
         stop.wait()
     except KeyboardInterrupt:

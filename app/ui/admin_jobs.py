@@ -100,13 +100,14 @@ def _round_in_worker(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def learn_job(state: AppState) -> dict[str, Any]:
-    """The scheduled round's job description, with min_demos 1: "Train now" learns whatever is approved."""
+    """The scheduled round's job description, with min_demos 1: "Train now" learns whatever is approved. The worker
+    does not gate: `train_now` gates here (gate_and_activate), to hot-swap this server at once."""
     import dataclasses
 
     from app.commands.learn import learn_job as scheduled_job
 
     settings = state.settings
-    return dataclasses.asdict(scheduled_job(settings, settings.learner_config())) | {"min_demos": 1}
+    return dataclasses.asdict(scheduled_job(settings, settings.learner_config(), gate=False)) | {"min_demos": 1}
 
 
 async def train_now(state: AppState) -> dict[str, Any]:
@@ -134,16 +135,17 @@ async def gate_and_activate(state: AppState, candidate: str) -> dict[str, Any]:
     """Evaluate the candidate against the live version; promote (hot swap) or leave it rejected, with the reason."""
     from app.services import model_folder
     from app.ui.admin_actions import activate
-    from learner.gate import gate_candidate
-    from storage import rounds, versions
-    from storage.demonstrations import get_demonstrations
+    from learner.gate import gate_candidate, trained_skills
 
-    version = versions.get_version(state.db, name=candidate)
-    learned = rounds.round_demonstrations(state.db, round_id=version.round_id) if version.round_id else []
-    skills = {d.skill for d in get_demonstrations(state.db, ids=[x.demonstration_id for x in learned]) if d.skill}
+    skills = await asyncio.to_thread(trained_skills, state.db, candidate)
     folder = model_folder(state.settings)
     decision = await asyncio.to_thread(
-        gate_candidate, state.db, folder, candidate=candidate, trained_skills=sorted(skills)
+        gate_candidate,
+        state.db,
+        folder,
+        candidate=candidate,
+        trained_skills=skills,
+        config=state.settings.gate_config(),
     )
     if decision.promote:
         await activate(state, candidate)
