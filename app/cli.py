@@ -13,6 +13,8 @@ import importlib
 import pkgutil
 import sys
 
+from pydantic import ValidationError
+
 from app import commands
 from app.settings import Settings, get_settings
 from storage.errors import ApprenticeError
@@ -45,10 +47,24 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return get_settings(**{k: getattr(args, k, None) for k in keys})
 
 
+def settings_error(error: ValidationError) -> str:
+    """One line per bad setting, naming its flag/environment variable and the value given."""
+    parts = []
+    for item in error.errors():
+        name = ".".join(str(x) for x in item["loc"])
+        parts.append(f"setting {name} (APPRENTICE_{name.upper()}): {item['msg']} (got {item.get('input')!r})")
+    return "; ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args, settings_from(args)) or 0
+        settings = settings_from(args)
+    except ValidationError as e:
+        print(f"error: {settings_error(e)}", file=sys.stderr)
+        return 1
+    try:
+        return args.handler(args, settings) or 0
     except ApprenticeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -28,6 +28,14 @@ def test_help_lists_subcommands():
         assert command in out.stdout
 
 
+def test_a_bad_setting_from_the_environment_is_one_clear_line(tmp_path):
+    out = run("--data-dir", str(tmp_path), "versions", env={"APPRENTICE_GATE_MARGIN": "5"})
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "error: setting gate_margin (APPRENTICE_GATE_MARGIN): Input should be less than or equal to 1 (got '5')"
+    ]
+
+
 def test_db_upgrade_and_users_add(tmp_path):
     data = str(tmp_path / "data")
     out = run("db", "upgrade", "--data-dir", data)
