@@ -1,8 +1,9 @@
 """The admin tabs in a real browser: Playwright drives Debian's Chromium against `apprentice serve` on the tiny model.
 
 A reviewer approves one demonstration and rejects another in the Review tab (a demonstration holding HTML and a
-script is shown as text, never run); an admin rolls the live version back in the Versions tab. Screenshots of every
-admin tab land in /tmp/apprentice-admin-*.png. Needs /usr/bin/chromium (`make browser` installs it).
+script is shown as text, never run; while a clicked row loads, its edit fields are locked); an admin rolls the live
+version back in the Versions tab. Screenshots of every admin tab land in /tmp/apprentice-admin-*.png. Needs
+/usr/bin/chromium (`make browser` installs it).
 
     .venv/bin/python -m pytest -q -m browser tests/test_browser_admin.py
 """
@@ -32,10 +33,14 @@ PASSWORD = "correct-horse-battery"
 SHOTS = Path("/tmp")
 XSS = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2"> <b>not bold</b>'
 Q = [{"role": "user", "content": "What is the capital of Zorbia?"}]
+GATE_REASON = (
+    "rejected: general dropped 10.8 points (47.5% -> 36.7%; margin 2); trained skill geo got worse (70.0% -> 65.0%)"
+)
 
 
 def seed(data: Path, model_dir: str) -> None:
-    """Users, three pending demonstrations (one full of markup), v1 live with a real adapter, scores, a round."""
+    """Users, three pending demonstrations (one full of markup), v1 live with a real adapter, scores, a round, and a
+    candidate v2 that the gate rejected."""
     db = make_engine(f"sqlite:///{data / 'apprentice.db'}")
     upgrade(db)
     ensure_base_version(db)
@@ -61,6 +66,8 @@ def seed(data: Path, model_dir: str) -> None:
     rounds.succeed_round(db, round_id=rnd.id, version="v1", adapter_path=folder,
                          checksum=adapter_checksum(Path(folder)), metrics={"steps": 6})  # fmt: skip
     versions.set_active(db, name="v1")
+    versions.create_version(db, name="v2", adapter_path=folder, parent="v1")
+    evals.record_gate(db, candidate="v2", promote=False, reason=GATE_REASON)
     for version, general, geo in (("v0", 0.40, 0.10), ("v1", 0.39, 0.70)):
         evals.record_eval(db, version=version, skills={"general": {"score": general, "n": 305},
                                                        "geo": {"score": geo, "n": 20}})  # fmt: skip
@@ -157,7 +164,19 @@ def test_reviewer_approves_one_and_rejects_one(server, browser):
     expect(page.locator("#review-message")).to_contain_text("rejected (made up <i>nonsense</i>)")
     expect(page.locator("#review-page-info")).to_contain_text("of 2")
 
+    # a slow server: hold every request until the checks below; the fields must be locked, not typed over later
+    held: list = []
+    page.route("**/queue/join*", lambda route: held.append(route))
     cell(table, "What is the capital of Zorbia?").click()
+    correction = page.locator("#review-correction textarea")
+    expect(correction).to_be_disabled()
+    expect(page.locator("#review-approve")).to_be_disabled()
+    assert held, "the click sent no request"
+    for route in held:
+        route.continue_()
+    page.unroute("**/queue/join*")
+    expect(correction).to_be_enabled()
+    expect(correction).to_have_value("Quillmark is the capital of Zorbia.")
     expect(detail.locator(".demo-original")).to_contain_text("I don't know.")
     expect(detail.locator(".demo-correction")).to_contain_text("Quillmark is the capital of Zorbia.")
     page.locator("#review-approve").click()
@@ -184,6 +203,7 @@ def test_admin_rolls_back_and_sees_every_tab(server, browser):
     page = sign_in(browser, url, "ada")
     page.get_by_role("tab", name="Versions").click()
     expect(page.locator("#versions-table")).to_contain_text("active ●")
+    expect(page.locator("#versions-table")).to_contain_text(GATE_REASON)  # the whole reason, wrapped in its cell
     expect(page.locator("#versions-detail")).to_contain_text("lineage: v1 ← v0")
     page.locator("#versions-rollback").click()
     expect(page.locator("#versions-message")).to_contain_text("v0 is live (was v1)")

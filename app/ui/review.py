@@ -4,7 +4,9 @@
 
 - filters (status, skill, author, date range, text, "learned in round") and Search; Newer / Older page through the
   queue (keyset pages: as fast at row 100,000 as at row 1);
-- a click on a row opens that demonstration: its conversation, the original reply and the correction side by side;
+- a click on a row opens that demonstration: its conversation, the original reply and the correction side by side
+  (the edit fields and actions stay locked until it has loaded, so nothing typed is overwritten or goes to the
+  wrong row; every other event that refills them locks them the same way);
 - Approve, Reject (with a reason), Save edits (correction and skill), Hold out (becomes an evaluation probe), and the
   Teacher check (the live model's answer without and with the demonstration in context);
 - bulk: tick rows in "Select", then approve, reject, hold out or teacher-check them together; "Only those the
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
@@ -123,22 +126,33 @@ def build(state: AppState, demo: gr.Blocks) -> None:
     c = h.c = layout()
     filters = [c.status, c.skill, c.author, c.since, c.until, c.text, c.round, c.flagged]
     page = [c.view, c.table, c.page_info, c.newer, c.older, c.selected, c.skill, c.author, c.message]
-    opened = [c.opened, c.detail, c.correction, c.edit_skill, c.check]
+    opened = [c.opened, c.detail, c.correction, c.edit_skill, c.check, c.save, c.approve, c.reject, c.hold_out,
+              c.teacher]  # fmt: skip
     quiet = {"show_progress": "hidden"}
 
+    # Everything that refills the edit fields first locks them (and the actions) in the browser, at once, with no
+    # server round trip; the refill unlocks them. Nothing typed meanwhile can be overwritten or go to the wrong row.
+    locked = h.locked()
+    lock = f"() => Array({len(locked)}).fill({{__type__: 'update', interactive: false}})"
+
+    def on(trigger: Any, fn: Any, inputs: list[Any] | None, outputs: list[Any], **kw: Any) -> None:
+        if set(locked) <= set(outputs):
+            trigger(None, None, locked, js=lock, **quiet)
+        trigger(fn, inputs, outputs, **{**quiet, **kw})
+
     demo.load(h.on_load, None, page + opened, **quiet)
-    c.search.click(h.search, filters, page + opened, **quiet)
-    c.text.submit(h.search, filters, page + opened, **quiet)
-    c.older.click(h.older, [c.view], page, **quiet)
-    c.newer.click(h.newer, [c.view], page, **quiet)
-    c.table.select(h.open_row, [c.view], opened + [c.message], **quiet)
+    on(c.search.click, h.search, filters, page + opened)
+    on(c.text.submit, h.search, filters, page + opened)
+    on(c.older.click, h.older, [c.view], page)
+    on(c.newer.click, h.newer, [c.view], page)
+    on(c.table.select, h.open_row, [c.view], opened + [c.message])
 
     after = page + opened
-    c.approve.click(h.approve, [c.view, c.opened], after, **quiet)
-    c.reject.click(h.reject, [c.view, c.opened, c.reason], after + [c.reason], **quiet)
-    c.hold_out.click(h.hold_out, [c.view, c.opened, c.edit_skill], after, **quiet)
-    c.save.click(h.save, [c.view, c.opened, c.correction, c.edit_skill], after, **quiet)
-    c.teacher.click(h.teacher_check, [c.view, c.opened], [c.table, c.check, c.message], show_progress="minimal")
+    on(c.approve.click, h.approve, [c.view, c.opened], after)
+    on(c.reject.click, h.reject, [c.view, c.opened, c.reason], after + [c.reason])
+    on(c.hold_out.click, h.hold_out, [c.view, c.opened, c.edit_skill], after)
+    on(c.save.click, h.save, [c.view, c.opened, c.correction, c.edit_skill], after)
+    on(c.teacher.click, h.teacher_check, [c.view, c.opened], [c.table, c.check, c.message], show_progress="minimal")
     for button, action in ((c.bulk_approve, "approve"), (c.bulk_reject, "reject"), (c.bulk_hold, "hold_out")):
-        button.click(h.bulk_handler(action), [c.view, c.selected, c.bulk_reason], after, **quiet)
-    c.bulk_check.click(h.bulk_teacher_check, [c.view, c.selected], after, show_progress="minimal")
+        on(button.click, h.bulk_handler(action), [c.view, c.selected, c.bulk_reason], after)
+    on(c.bulk_check.click, h.bulk_teacher_check, [c.view, c.selected], after, show_progress="minimal")

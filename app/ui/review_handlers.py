@@ -100,16 +100,31 @@ class ReviewHandlers:
             c.message: note,
         }
 
+    def locked(self) -> list[Any]:
+        """What the browser locks from a click until the answer that refills them arrives (review.py: a row opened,
+        a search, an action): the edit fields, and the actions, which would act on the previously opened row."""
+        c = self.c
+        return [c.correction, c.edit_skill, c.save, c.approve, c.reject, c.hold_out, c.teacher]
+
+    def unlocked(self) -> dict:
+        return {x: gr.update(interactive=True) for x in self.locked()}
+
+    def failed(self, error: ApprenticeError) -> dict:
+        """The error above the detail, and the (unchanged) open demonstration's fields unlocked again."""
+        return {**self.unlocked(), self.c.message: message(str(error), error=True)}
+
     def opened(self, demo_id: int | None) -> dict:
         c = self.c
         if demo_id is None:
-            return {c.opened: None, c.detail: demo_html(None), c.correction: "", c.check: check_html(None)}
+            return {**self.unlocked(), c.opened: None, c.detail: demo_html(None),
+                    c.correction: gr.update(value="", interactive=True), c.check: check_html(None)}  # fmt: skip
         d = admin_data.read_demo(self.state.db, demo_id)
         return {
+            **self.unlocked(),
             c.opened: demo_id,
             c.detail: demo_html(d),
-            c.correction: d["corrected_answer"],
-            c.edit_skill: gr.update(choices=queue_skills(self.state.db), value=d["skill"] or ""),
+            c.correction: gr.update(value=d["corrected_answer"], interactive=True),
+            c.edit_skill: gr.update(choices=queue_skills(self.state.db), value=d["skill"] or "", interactive=True),
             c.check: check_html(d["teacher_check"]),
         }
 
@@ -148,7 +163,7 @@ class ReviewHandlers:
             ids = out[self.c.view]["ids"]
             return {**out, **self.opened(ids[0] if ids else None)}
         except ApprenticeError as e:
-            return {self.c.message: message(str(e), error=True)}
+            return self.failed(e)
 
     def older(self, view: dict[str, Any], request: gr.Request) -> dict:
         return self.move(view, "before", -1, request)
@@ -175,7 +190,7 @@ class ReviewHandlers:
                 raise ApprenticeError("that row is gone; search again")
             return {**self.opened(ids[row]), self.c.message: ""}
         except ApprenticeError as e:
-            return {self.c.message: message(str(e), error=True)}
+            return self.failed(e)
 
     # --- actions -------------------------------------------------------------------------------------------------
 
@@ -187,7 +202,7 @@ class ReviewHandlers:
             note = do(user, int(demo_id))
             return self.refreshed(view, [int(demo_id)], note)
         except ApprenticeError as e:
-            return {self.c.message: message(str(e), error=True)}
+            return self.failed(e)
 
     def approve(self, view: dict[str, Any], demo_id: int | None, request: gr.Request) -> dict:
         def do(user: User, i: int) -> str:
@@ -255,7 +270,7 @@ class ReviewHandlers:
             )
             return self.refreshed(view, [], note)
         except ApprenticeError as e:
-            return {self.c.message: message(str(e), error=True)}
+            return self.failed(e)
 
     @staticmethod
     def cursor(view: dict[str, Any]) -> dict[str, Any]:
@@ -274,6 +289,6 @@ class ReviewHandlers:
                     note += "; not done: " + "; ".join(f"#{f['id']}: {f['error']}" for f in result["failed"])
                 return self.refreshed(view, ids, note)
             except ApprenticeError as e:
-                return {self.c.message: message(str(e), error=True)}
+                return self.failed(e)
 
         return bulk
