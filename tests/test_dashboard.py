@@ -1,5 +1,6 @@
 """The retention dashboard's data and plots on a history of three versions: the base, a promoted version and a
-rejected candidate; plus the versions and rounds listings and the HTML escaping of the admin views."""
+rejected candidate; plus the versions and rounds listings, the learning schedule, the compare sample and the HTML
+escaping of the admin views."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def test_dashboard_data_for_three_versions(history):
 def test_plot_labels_show_names_as_written(engine):
     evals.record_eval(engine, version="v0", skills={"<b>x</b>": {"score": 0.5, "n": 4}})
     data = admin_data.dashboard_data(engine)
-    assert list(dashboard.heatmap(data).data[0].x) == ["&lt;b&gt;x&lt;/b&gt;"]
+    assert list(dashboard.heatmap(data).data[0].x) == ["&lt;b&gt;x&lt;/b&gt; (n=4)"]
     assert dashboard.lines(data).data[0].name == "&lt;b&gt;x&lt;/b&gt;"
 
 
@@ -81,7 +82,8 @@ def test_an_unevaluated_version_has_no_row(engine):
 def test_heatmap_and_lines(history):
     data = admin_data.dashboard_data(history)
     heat = dashboard.heatmap(data, "base").data[0]
-    assert list(heat.y) == ["v0", "v1 ● live", "v2 ✗ rejected"] and list(heat.x) == ["general", "geo", "math"]
+    assert list(heat.y) == ["v0", "v1 ● live", "v2 ✗ rejected"]
+    assert list(heat.x) == ["general (n=300)", "geo (n=20)", "math (n=30)"] and heat.customdata[2][2] is None
     assert heat.z[1][1] == pytest.approx(50.0) and heat.z[2][2] is None and heat.zmid == 0
     assert heat.text[1][1] == "60.0%<br>+50.0" and heat.text[2][2] == "not evaluated"
     best = dashboard.heatmap(data, "best").data[0]
@@ -119,6 +121,66 @@ def test_round_curves_plot_loss_and_kl(history):
     fig = curves(admin_data.read_round(history, 1))
     assert [t.name for t in fig.data] == ["loss", "KL(teacher‖student)"] and list(fig.data[0].y) == [2.0, 1.2]
     assert curves(admin_data.read_round(history, 2)) is None  # no steps recorded
+    steps = [{"step": 1, "loss": 0.5, "kl": 0.5}, {"step": 2, "loss": 0.4, "kl": 0.4}]
+    same = {"id": 3, "method": "sdft", "steps": steps}
+    assert [t.name for t in curves(same).data] == ["loss = KL(teacher‖student)"]  # forward KL: one line, not two
+    sft = {"id": 4, "method": "sft", "steps": [{"step": 1, "loss": 0.5, "kl": None}]}
+    assert [t.name for t in curves(sft).data] == ["loss"]
+
+
+def test_a_rejected_version_made_live_by_hand(history):
+    """The gate rejected v2; an admin makes it live anyway, then rolls back: v2 is retired but was never accepted."""
+    from app.ui.versions import detail_html, version_table
+
+    versions.set_active(history, name="v2")
+    versions.set_active(history, name="v1")
+    data = admin_data.dashboard_data(history)
+    assert data.versions[2]["status"] == "retired" and data.best["geo"] == 0.60  # v2's 0.80 is no skill's best
+    rows = admin_data.version_rows(history)
+    assert [r["by_hand"] for r in rows] == [False, False, True]
+    note = version_table(rows)[0][-1]
+    assert note.startswith("rejected: general dropped 11.0 points") and note.endswith("; made live by hand")
+    assert "made live by hand anyway (last activated 20" in detail_html(admin_data.version_detail(history, "v2"))
+    assert "(made live by hand; retired since)" in dashboard.summary_html(data)
+
+
+def test_schedule_names_the_round_in_progress_and_what_waits(history, tmp_path):
+    from app.settings import Settings
+    from app.state import AppState
+    from app.ui.rounds import schedule_html
+
+    fresh = [create_demonstration(history, messages=Q, corrected_answer=f"Tolm {i}", skill="geo").id for i in range(2)]
+    for i in fresh:
+        approve(history, demo_id=i, reviewer_id=None)
+    state = AppState(settings=Settings(data_dir=tmp_path), db=history, engine=None)  # type: ignore[arg-type]
+    assert "(now: 2)" in schedule_html(state) and "<td>none</td>" in schedule_html(state)
+    rnd = rounds.create_round(history, method="sdft", parent_version="v1", hyperparameters={}, owner="t",
+                              demo_ids=fresh[:1])  # fmt: skip
+    rounds.mark_running(history, round_id=rnd.id)
+    rounds.record_step(history, round_id=rnd.id, step={"step": 1, "loss": 1.0}, progress=0.25)
+    html = schedule_html(state)
+    assert "(now: 1); 1 more are being learned in round 3" in html and "every 60 minutes" in html
+    assert "round 3 (from v1), started " in html and "UTC (0 min ago), 25% done, 1 step(s)" in html
+    state.settings = Settings(data_dir=tmp_path, learn_interval_minutes=0)
+    html = schedule_html(state)
+    assert "off: no round starts by itself (set APPRENTICE_LEARN_INTERVAL_MINUTES or APPRENTICE_LEARN_CRON" in html
+    assert "only on Train now (1 approved demonstration(s) wait)" in html
+
+
+def test_compare_samples_the_trained_skills_first_and_clips_long_answers():
+    from app.ui.admin_actions import _sample
+
+    items = [{"skill": s, "probe_id": i, "old_correct": i % 2 == 0, "new_correct": False}
+             for i, s in enumerate(["general"] * 20 + ["geo"] * 3)]  # fmt: skip
+    picked = _sample(items, 5, seed=1, prefer={"geo"})
+    assert [p["skill"] for p in picked] == ["geo"] * 3 + ["general"] * 2
+    # changed outcomes first within each group: geo 20 and 22 (right -> wrong), then 21; then general's changed ones
+    assert {p["probe_id"] for p in picked[:2]} == {20, 22} and picked[2]["probe_id"] == 21
+    assert picked[3]["old_correct"] and picked[4]["old_correct"]
+    pair = {"kind": "demonstration", "id": 1, "skill": "geo", "question": "q", "reference": "r", "old": "x" * 5000,
+            "new": "short", "old_agreement": 0.0, "new_agreement": 1.0}  # fmt: skip
+    html = side_by_side([pair], old="v0", new="v1")
+    assert "x" * 400 + "… (4,600 more characters)" in html and "x" * 401 not in html
 
 
 XSS = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'

@@ -17,6 +17,7 @@ import asyncio
 import random
 import re
 from collections import Counter
+from collections.abc import Collection
 from typing import Any
 
 from app.engines.base import Sampling
@@ -33,6 +34,7 @@ STOPWORDS = frozenset(
     "he she we they my your his her our their me him them".split()
 )
 CHECK_MIN_TOKENS, CHECK_MAX_TOKENS = 32, 256
+COMPARE_MAX_TOKENS = 64
 
 
 def _words(text: str) -> list[str]:
@@ -184,13 +186,16 @@ def _stored_probe_pairs(db: Any, old: str, new: str) -> list[dict[str, Any]]:
     return pairs
 
 
-def _sample(items: list[dict[str, Any]], k: int, seed: int) -> list[dict[str, Any]]:
-    """Up to k items: changed outcomes first (the informative ones), the rest drawn at random (seeded)."""
-    changed = [x for x in items if x.get("old_correct") != x.get("new_correct")]
-    same = [x for x in items if x.get("old_correct") == x.get("new_correct")]
-    rng = random.Random(seed)
-    picked = rng.sample(changed, min(k, len(changed)))
-    return picked + rng.sample(same, min(k - len(picked), len(same)))
+def _sample(items: list[dict[str, Any]], k: int, seed: int, prefer: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Up to k items: those of the `prefer` skills (the ones the version was trained on) first, then the others;
+    within each, changed outcomes first (the informative ones), the rest drawn at random (seeded)."""
+    rng, picked = random.Random(seed), []
+    for trained in (True, False):
+        group = [x for x in items if (x.get("skill") in prefer) == trained]
+        for changed in (True, False):
+            tier = [x for x in group if (x.get("old_correct") != x.get("new_correct")) == changed]
+            picked += rng.sample(tier, min(k - len(picked), len(tier)))
+    return picked
 
 
 def _compare_inputs(db: Any, name: str, sample: int, seed: int) -> tuple[Any, Any, list[dict[str, Any]], list[Any]]:
@@ -201,25 +206,27 @@ def _compare_inputs(db: Any, name: str, sample: int, seed: int) -> tuple[Any, An
     if new.parent is None:
         raise ApprenticeError(f"{name} is the base model: it has no parent to compare with")
     old = versions.get_version(db, name=new.parent)
-    probe_pairs = _sample(_stored_probe_pairs(db, old.name, new.name), sample, seed)
+    learned = rounds.round_demonstrations(db, round_id=new.round_id) if new.round_id is not None else []
+    trained = {d.skill for d in get_demonstrations(db, ids=[x.demonstration_id for x in learned]) if d.skill}
+    probe_pairs = _sample(_stored_probe_pairs(db, old.name, new.name), sample, seed, prefer=trained)
     questions = {p.id: question_of(p.messages) for p in list_probes(db)}
     for p in probe_pairs:
         p["question"] = questions.get(p["probe_id"], "")
-    learned = rounds.round_demonstrations(db, round_id=new.round_id) if new.round_id is not None else []
     ids = [x.demonstration_id for x in learned if not x.replay]
     demos = get_demonstrations(db, ids=random.Random(seed).sample(ids, min(sample, len(ids))))
     return new, old, probe_pairs, demos
 
 
 async def compare(state: AppState, name: str, *, sample: int = 5, seed: int = 0) -> dict[str, Any]:
-    """Old (the parent) vs new (`name`) answers: on a sample of probes, from both versions' stored evaluations, and
-    on a sample of the demonstrations `name`'s round learned, generated now (greedy) by both versions."""
+    """Old (the parent) vs new (`name`) answers: on a sample of probes (those of the skills `name` was trained on
+    first), from both versions' stored evaluations, and on a sample of the demonstrations `name`'s round learned,
+    generated now (greedy, at most COMPARE_MAX_TOKENS tokens: enough to see the difference) by both versions."""
     new, old, probe_pairs, demos = await asyncio.to_thread(_compare_inputs, state.db, name, sample, seed)
     demo_pairs = []
     if demos:
         loaded = await _ensure_loaded(state, [old, new])
         try:
-            budget = min(state.settings.max_new_tokens, CHECK_MAX_TOKENS)
+            budget = min(state.settings.max_new_tokens, COMPARE_MAX_TOKENS)
             for d in demos:
                 before = await collect(state, d.messages, budget, old.name)
                 after = await collect(state, d.messages, budget, new.name)

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from storage import evals, rounds, teacher_checks, versions
-from storage.demonstrations import get_demonstrations
+from storage.demonstrations import count_fresh, get_demonstrations
 from storage.errors import NotFound
 from storage.models import Demonstration, TeacherCheck, TrainingRound
 from storage.queue import QueueFilter, QueuePage, QueueRow, get_row, queue_page
@@ -100,6 +100,12 @@ def read_demo(db: Engine, demo_id: int) -> dict[str, Any]:
 # --- versions ------------------------------------------------------------------------------------------------------
 
 
+def gate_rejected(reason: str | None) -> bool:
+    """Whether the promotion gate rejected a version (its reason is the gate's "rejected: ..."), whatever its status
+    became later: an admin may make it live by hand, and a rollback then retires it."""
+    return (reason or "").startswith("rejected")
+
+
 def _round_map(db: Engine) -> dict[int, TrainingRound]:
     return {r.id: r for r in rounds.list_rounds(db, limit=10**6)}
 
@@ -124,6 +130,7 @@ def version_rows(db: Engine) -> list[dict[str, Any]]:
                 "created": iso(v.created),
                 "activated": iso(v.activated),
                 "reason": v.reason,
+                "by_hand": v.status in ("active", "retired") and gate_rejected(v.reason) and v.activated is not None,
                 "adapter_path": v.adapter_path,
                 "scores": {s: round(x["score"], 4) for s, x in matrix.scores.get(v.name, {}).items()},
             }
@@ -196,6 +203,19 @@ def read_round(db: Engine, round_id: int) -> dict[str, Any]:
     return round_dict(db, rounds.get_round(db, round_id=round_id), with_steps=True)
 
 
+def learner_status(db: Engine) -> dict[str, Any]:
+    """The round in progress ("round": a round_dict, or None) and the approved demonstrations waiting for the next
+    one ("waiting": storage's count_fresh less those the round in progress learns; "in_round": that round's)."""
+    current = next((r for r in rounds.list_rounds(db, limit=10) if r.status in ("queued", "running")), None)
+    waiting = count_fresh(db)
+    if current is None:
+        return {"round": None, "waiting": waiting, "in_round": 0}
+    ids = [x.demonstration_id for x in rounds.round_demonstrations(db, round_id=current.id) if not x.replay]
+    learned = rounds.ever_learned_demo_ids(db)
+    counted = sum(1 for d in get_demonstrations(db, ids=ids) if d.status == "approved" and d.id not in learned)
+    return {"round": round_dict(db, current), "waiting": waiting - counted, "in_round": len(ids)}
+
+
 # --- retention dashboard -------------------------------------------------------------------------------------------
 
 
@@ -203,7 +223,8 @@ def read_round(db: Engine, round_id: int) -> dict[str, Any]:
 class Dashboard:
     """The version x skill matrix with what the dashboard colours by. Rows: versions with at least one score, oldest
     first; `score[v][s]` is None where v was never evaluated on s. `vs_base` = score - the base's score;
-    `vs_best` = score - the best score any *accepted* version (not rejected, not a pending candidate) reached."""
+    `vs_best` = score - the best score any *accepted* version reached: live now or before, never rejected by the gate
+    (not even one an admin made live by hand later), not a pending candidate."""
 
     versions: list[dict[str, Any]]  # name, status, parent, round, reason
     skills: list[str]
@@ -241,7 +262,7 @@ def dashboard_data(db: Engine) -> Dashboard:
     score = {v: {s: (matrix.scores[v].get(s) or {}).get("score") for s in skills} for v in names}
     n = {v: {s: (matrix.scores[v].get(s) or {}).get("n") for s in skills} for v in names}
     base = BASE_VERSION if BASE_VERSION in score else (names[0] if names else None)
-    accepted = [v["name"] for v in shown if v["status"] in ("active", "retired")]
+    accepted = [v["name"] for v in shown if v["status"] in ("active", "retired") and not gate_rejected(v["reason"])]
     best = {s: max((score[v][s] for v in accepted if score[v][s] is not None), default=None) for s in skills}
     return Dashboard(
         versions=[{k: v[k] for k in ("name", "status", "parent", "reason")} | {"round": v["round_id"]} for v in shown],

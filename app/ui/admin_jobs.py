@@ -135,7 +135,7 @@ async def gate_and_activate(state: AppState, candidate: str) -> dict[str, Any]:
     """Evaluate the candidate against the live version; promote (hot swap) or leave it rejected, with the reason."""
     from app.services import model_folder
     from app.ui.admin_actions import activate
-    from learner.gate import gate_candidate, trained_skills
+    from learner.gate import gate_candidate, trained_skills, verdict
 
     skills = await asyncio.to_thread(trained_skills, state.db, candidate)
     folder = model_folder(state.settings)
@@ -149,8 +149,8 @@ async def gate_and_activate(state: AppState, candidate: str) -> dict[str, Any]:
     )
     if decision.promote:
         await activate(state, candidate)
-    verdict = f"{candidate} {'promoted and live' if decision.promote else 'rejected'}: {decision.reason}"
-    return {"promoted": decision.promote, "gate": decision.reason, "message": verdict}
+    # "gate: v3 is live (promoted: ...)" / "gate: v3 is not live (rejected: ...); `apprentice activate v3` overrides"
+    return {"promoted": decision.promote, "gate": decision.reason, "message": verdict(candidate, decision)}
 
 
 # --- evaluation ----------------------------------------------------------------------------------------------------

@@ -162,8 +162,14 @@ def table_html(headers: list[str], rows: list[list[Any]], *, elem: str = "") -> 
     return f'<table{ident} style="border-collapse:collapse;width:100%"><tr>{head}</tr>{body}</table>'
 
 
+def clip(text: str | None, width: int = 400) -> str:
+    """At most `width` characters (plus a note of how many were left out), to keep long answers from filling pages."""
+    text = text or ""
+    return text if len(text) <= width else f"{text[:width].rstrip()}… ({len(text) - width:,} more characters)"
+
+
 def side_by_side(pairs: list[dict[str, Any]], *, old: str, new: str, empty: str = "Nothing to compare.") -> str:
-    """Old-vs-new answers: question and reference, then both versions' answers in two columns."""
+    """Old-vs-new answers: question and reference, then both versions' answers in two columns (each text clipped)."""
     if not pairs:
         return f"<p>{esc(empty)}</p>"
     out = []
@@ -180,8 +186,8 @@ def side_by_side(pairs: list[dict[str, Any]], *, old: str, new: str, empty: str 
         out.append(
             '<div class="compare-item" style="margin:10px 0;padding-top:6px;border-top:1px solid '
             f'var(--border-color-primary)"><div style="{LABEL}">{esc(title)}</div>'
-            f"{_box('Question', p['question'])}{_box('Reference', p['reference'])}"
-            f'<div style="{GRID2}">{_box(old, p["old"] or "(empty)", note=old_note)}'
-            f"{_box(new, p['new'] or '(empty)', note=new_note)}</div></div>"
+            f"{_box('Question', clip(p['question']))}{_box('Reference', clip(p['reference']))}"
+            f'<div style="{GRID2}">{_box(old, clip(p["old"]) or "(empty)", note=old_note)}'
+            f"{_box(new, clip(p['new']) or '(empty)', note=new_note)}</div></div>"
         )
     return "".join(out)

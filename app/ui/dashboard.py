@@ -1,7 +1,7 @@
 """The Dashboard tab (admins): retention at a glance, from app/ui/admin_data.dashboard_data.
 
 - a version x skill heatmap, coloured by the change against the base model or against each skill's best accepted
-  score (red: worse, green: better), each cell labelled with the score;
+  score (red: worse, green: better), each cell labelled with the score, each skill with its probe count;
 - per-skill lines across versions, the general suite's line drawn thick, rejected candidates marked with a red ✗;
 - "Evaluate" scores a version on every skill in the background (app/ui/admin_jobs.evaluate).
 
@@ -63,6 +63,8 @@ def heatmap(data: Dashboard, against: str = "base") -> Any:
         go.Heatmap(
             z=z, x=[_skill_label(data, s) for s in data.skills], y=[version_label(v) for v in data.versions],
             text=text, texttemplate="%{text}", colorscale=scale, zmid=zmid, hoverongaps=False,
+            customdata=[[data.n[v][s] for s in data.skills] for v in names],
+            hovertemplate="%{y} · %{x}<br>%{text}<br>scored on %{customdata} probes<extra></extra>",
             colorbar={"title": {"text": title}}, xgap=2, ygap=2,
             **({} if against == "score" else {"zmin": -limit, "zmax": limit}),
         )
@@ -79,7 +81,13 @@ def heatmap(data: Dashboard, against: str = "base") -> Any:
 
 
 def _skill_label(data: Dashboard, skill: str) -> str:
-    return esc(f"{skill} (general)" if skill in data.general and "general" not in skill else skill)
+    """The skill's name, "(general)" for a general-suite skill not named so, and its probe count: "atlas (n=4)"
+    (a range when versions were scored on different probe sets)."""
+    notes = ["general"] if skill in data.general and "general" not in skill else []
+    counts = sorted({data.n[v["name"]][skill] for v in data.versions} - {None})
+    if counts:
+        notes.append(f"n={counts[0]}" if len(counts) == 1 else f"n={counts[0]}–{counts[-1]}")
+    return esc(f"{skill} ({', '.join(notes)})" if notes else skill)
 
 
 def lines(data: Dashboard) -> Any:
@@ -129,13 +137,16 @@ def summary_html(data: Dashboard) -> str:
             "<p>No evaluations yet. Evaluate the live version below (or run <code>apprentice eval</code>); "
             "the gate evaluates every new candidate.</p>"
         )
-    rejected = [v for v in data.versions if v["status"] == "rejected"]
-    items = "".join(f"<li><b>{esc(v['name'])}</b>: {esc(v['reason'])}</li>" for v in rejected)
+    rejected = [v for v in data.versions if admin_data.gate_rejected(v["reason"])]
+    by_hand = {"active": " (made live by hand; live now)", "retired": " (made live by hand; retired since)"}
+    items = "".join(
+        f"<li><b>{esc(v['name'])}</b>: {esc(v['reason'] + by_hand.get(v['status'], ''))}</li>" for v in rejected
+    )
     general = ", ".join(data.general) or "none evaluated"
     return (
         f'<div id="dashboard-summary">{len(data.versions)} evaluated version(s), {len(data.skills)} skill(s); '
         f"general suite: {esc(general)}; base: {esc(data.base)}."
-        + (f"<div>Rejected candidates:<ul>{items}</ul></div>" if rejected else "")
+        + (f"<div>Rejected by the gate:<ul>{items}</ul></div>" if rejected else "")
         + "</div>"
     )
 

@@ -8,7 +8,9 @@ by themselves (rounds write every optimizer step to the database). "Train now" s
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 from typing import Any
 
 import gradio as gr
@@ -17,7 +19,6 @@ from app.state import AppState
 from app.ui import admin_data, admin_jobs, auth
 from app.ui.admin_view import esc, message, short
 from storage import leases
-from storage.demonstrations import count_fresh
 from storage.errors import ApprenticeError
 
 ADMIN = ("admin",)
@@ -59,10 +60,16 @@ def curves(r: dict[str, Any] | None) -> Any:
         return None
     fig = go.Figure()
     x = [s.get("step", i + 1) for i, s in enumerate(steps)]
-    for key, name in (("loss", "loss"), ("kl", "KL(teacher‖student)")):
-        ys = [s.get(key) for s in steps]
+    loss, kl = [s.get("loss") for s in steps], [s.get("kl") for s in steps]
+    pairs = zip(loss, kl, strict=True)
+    same = all(a == b or (None not in (a, b) and math.isclose(a, b, rel_tol=1e-6)) for a, b in pairs)
+    if same:  # SDFT's loss is the KL itself (forward KL, no SFT term): one line, named for both
+        traces = [(loss, "loss = KL(teacher‖student)", "solid")]
+    else:
+        traces = [(loss, "loss", "solid"), (kl, "KL(teacher‖student)", "dash")]
+    for ys, name, dash in traces:
         if any(y is not None for y in ys):
-            fig.add_trace(go.Scatter(x=x, y=ys, mode="lines+markers", name=name))
+            fig.add_trace(go.Scatter(x=x, y=ys, mode="lines+markers", name=name, line={"dash": dash}))
     fig.update_layout(
         title=f"Round {r['id']} ({r['method']}): per-step loss", xaxis_title="optimizer step",
         height=320, margin={"l": 50, "r": 20, "t": 50, "b": 40}, legend={"orientation": "h"},
@@ -70,21 +77,39 @@ def curves(r: dict[str, Any] | None) -> Any:
     return fig
 
 
+def running_text(r: dict[str, Any] | None, lease_held: bool) -> str:
+    """The round in progress in words: number, start, progress."""
+    if r is None:
+        return "a round is starting" if lease_held else "none"
+    if not r["started"]:
+        return f"round {r['id']} (queued)"
+    started = dt.datetime.fromisoformat(r["started"])
+    minutes = (dt.datetime.now(dt.UTC).replace(tzinfo=None) - started).total_seconds() / 60
+    return (f"round {r['id']} (from {r['parent'] or '?'}), started {r['started'][11:16]} UTC "
+            f"({minutes:.0f} min ago), {100 * r['progress']:.0f}% done, {r['steps_done']} step(s)")  # fmt: skip
+
+
 def schedule_html(state: AppState) -> str:
     s = state.settings
+    status = admin_data.learner_status(state.db)
+    off = not s.learn_cron and s.learn_interval_minutes <= 0
     when = f"cron {s.learn_cron}" if s.learn_cron else f"every {s.learn_interval_minutes:g} minutes"
-    if not s.learn_cron and s.learn_interval_minutes <= 0:
-        when = "off (no interval, no cron)"
-    where = "inside this server" if s.learn_in_server else "in a separate `apprentice learn --daemon` process"
-    holder = leases.holder(state.db, name="learner")
+    where = "inside this server" if s.learn_in_server else "in a separate apprentice learn --daemon process"
+    schedule = f"{when}, {where}"
+    starts = f"at least {s.learn_min_demos} newly approved demonstration(s) wait (now: {status['waiting']})"
+    if off:
+        schedule = ("off: no round starts by itself (set APPRENTICE_LEARN_INTERVAL_MINUTES or "
+                    "APPRENTICE_LEARN_CRON to schedule rounds)")  # fmt: skip
+        starts = f"only on Train now ({status['waiting']} approved demonstration(s) wait)"
+    if status["round"] is not None:
+        starts += f"; {status['in_round']} more are being learned in round {status['round']['id']}"
     items = [
-        ("Schedule", f"{when}, {where}"),
-        ("Starts when", f"at least {s.learn_min_demos} newly approved demonstration(s) wait (now: "
-                        f"{count_fresh(state.db)})"),
+        ("Schedule", schedule),
+        ("Starts when", starts),
         ("Method", f"{s.learn_method} (preset {s.learn_preset or 'default for the model'})"),
         ("New versions", "made live at once" if s.learn_activate else "go through the evaluation gate"),
-        ("Round running now", holder or "none"),
-    ]  # fmt: skip
+        ("Round running now", running_text(status["round"], leases.holder(state.db, name="learner") is not None)),
+    ]
     cell = "<tr><td style='padding:2px 10px 2px 0'><b>{}</b></td><td>{}</td></tr>"
     rows = "".join(cell.format(esc(k), esc(v)) for k, v in items)
     config = json.dumps(s.learn_config) if s.learn_config else "(preset values)"
@@ -163,7 +188,9 @@ class RoundHandlers:
         signature = json.dumps([rows, chosen, admin_jobs.jobs_of(self.state).list()[:3]], default=str)
         if signature == seen:
             return {self.c["seen"]: seen}  # nothing changed
-        return {**self.listing(chosen), self.c["seen"]: signature}
+        busy = admin_jobs.jobs_of(self.state).running("train") is not None
+        # Train now's "started" note goes when its job has ended (the job list below says how it ended)
+        return {**self.listing(chosen, None if busy else ""), self.c["seen"]: signature}
 
     def pick_row(self, event: gr.SelectData, request: gr.Request) -> dict:
         row = event.row_value or []
@@ -173,7 +200,7 @@ class RoundHandlers:
         try:
             auth.require_role(self.state, request, ADMIN)
             await admin_jobs.train_now(self.state)
-            return self.listing(None, message("a training round is starting; its progress appears below"))
+            return self.listing(None, message("Train now started: a round, then the evaluation gate; progress below"))
         except ApprenticeError as e:
             return {self.c["message"]: message(str(e), error=True)}
 
@@ -204,5 +231,5 @@ def build(state: AppState, demo: gr.Blocks) -> None:
     refresh.click(h.refresh, [choice], [*listing, note], **quiet)
     choice.input(h.refresh, [choice], [*listing, note], **quiet)
     table.select(h.pick_row, None, [*listing, note], **quiet)
-    timer.tick(h.tick, [choice, seen], [*listing, seen, timer], **quiet)
+    timer.tick(h.tick, [choice, seen], [*listing, seen, timer, note], **quiet)
     train.click(h.train_now, None, [*listing, note], **quiet)

@@ -21,6 +21,7 @@ ADMIN = ("admin",)
 NO_PROBES = "No per-probe replies stored for both versions: evaluate both (Dashboard tab) to compare them here."
 NO_DEMOS = "This version's round learned no demonstrations (or it is the base model)."
 HEADERS = ["version", "status", "parent", "round", "method", "learned", "scores", "created", "activated", "note"]
+WIDTHS = ["7%", "8%", "6%", "6%", "7%", "7%", "16%", "9%", "9%", "25%"]  # the note (the gate's reason) wraps
 
 
 def scores_text(scores: dict[str, float]) -> str:
@@ -39,7 +40,7 @@ def version_table(rows: list[dict[str, Any]]) -> list[list[Any]]:
             scores_text(r["scores"]),
             (r["created"] or "")[:16],
             (r["activated"] or "")[:16],
-            short(r["reason"], 90),
+            short(r["reason"], 400) + ("; made live by hand" if r["by_hand"] else ""),
         ]
         for r in reversed(rows)  # newest first
     ]
@@ -53,7 +54,8 @@ def detail_html(d: dict[str, Any]) -> str:
         f" · scores: {esc(scores_text(d['scores']))}</div>",
     ]
     if d["reason"]:
-        parts.append(f"<div>Gate: {esc(d['reason'])}</div>")
+        by_hand = f"; made live by hand anyway (last activated {d['activated'][:16]})" if d["by_hand"] else ""
+        parts.append(f"<div>Gate: {esc(d['reason'] + by_hand)}</div>")
     if d["adapter_path"]:
         parts.append(f"<div style='font-size:0.85em'>adapter {esc(d['adapter_path'])}</div>")
     if d["learned"]:
@@ -154,6 +156,7 @@ def build(state: AppState, demo: gr.Blocks) -> None:
         headers=HEADERS,
         interactive=False,
         wrap=True,
+        column_widths=WIDTHS,
         elem_id="versions-table",
         label="Model versions, newest first (● live; click a row to choose it)",
         max_height=360,
