@@ -22,6 +22,8 @@ PAPER_TEACHER_TEMPLATE = (
     "{question}\n\nThis is an example for a response to the question:\n{demonstration}\n\n"
     "Now answer with a response of your own, including the thinking process."
 )
+# For small models, whose teacher rambles on the paper's prompt: the demonstration as the answer, then stop.
+SHORT_TEACHER_TEMPLATE = "{question}\n\nThe correct answer is: {demonstration}\n\nAnswer the question in one sentence."
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 METHODS = ("sdft", "sft")
 LOSSES = ("forward_kl", "reverse_kl", "jsd")
@@ -184,10 +186,16 @@ class LearnerConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's choices with LoRA's learning rate: what to start from on a strong in-context learner.
     "paper": {},
-    # SmolLM2-135M on CPU: its rollouts at temperature 1.0 rarely reach the answer (SDFT.md), so sample cooler and
-    # train longer; lr 3e-4 is the top of the LoRA range and was the best in the prototype.
-    # Its rollouts also ramble to the cap, so the cap is tighter (1.5x the demonstration + 8 tokens).
+    # SmolLM2-135M on CPU (`apprentice bench learn --quick`, 12 facts, 1 seed, 60 general probes): SDFT on its own
+    # rollouts barely moved it (25% / 8% direct / indirect multiple choice from 17% / 8%): its samples rarely reach the
+    # answer and ramble to the cap. Rollouts sampled by the teacher reach it (50% / 58%); with the paper's template the
+    # teacher itself rambles ("including the thinking process"), with SHORT_TEACHER_TEMPLATE it answers in a sentence
+    # and stops: 67% / 67%, general drop 5.0 points (SFT: 83% / 67%, 6.7), and after two small sequential rounds the
+    # general suite held 41.7% (paper template: 31.7%; SFT: 28.3%). Cooler sampling, longer training; lr 3e-4 is the
+    # top of the LoRA range.
     "builtin": {
+        "rollout_from": "teacher",
+        "teacher_template": SHORT_TEACHER_TEMPLATE,
         "learning_rate": 3e-4,
         "temperature": 0.7,
         "min_steps": 30,

@@ -3,13 +3,14 @@
 question is asked without the demonstration, and clearly more than for a made-up fact that was not taught.
 
 Margins. Before the round the taught answers score about -14 to -61 nats; with the demonstration in context the
-teacher puts them at -2 to -4. With this round's settings (the `builtin` preset: 30 steps, lr 3e-4, temperature
-0.7) seeds 1 and 2 raised the taught answers by 6.0-12.7 nats while the untaught fact moved by +0.3..+0.7 (seed 0
-with a looser rollout cap: 6.1-12.4; 20 steps: 3.7-11.4 with the untaught one at +0.3). We assert
->= 3 nats for each taught answer and >= 2 nats more than the untaught one: half of the smallest rise seen, and well
-over what a round that learned nothing would show. (Learning made-up names can lift other made-up names somewhat:
-with three other facts taught, two untaught ones rose 1.6 and 5 nats; the untaught fact here stayed put in every run.)
-Runtime: the round took about 200 s on 2 cores shared with other jobs (load ~4); less on an idle machine.
+teacher puts them at -2 to -4. With the `builtin` preset's student-sampled rollouts (until 2026-11-28: 30 steps, lr
+3e-4, temperature 0.7) seeds 1 and 2 raised the taught answers by 6.0-12.7 nats while the untaught fact moved by
++0.3..+0.7. With teacher-sampled rollouts one run raised them by 8.4, 42.5 and 6.9 nats (untaught: +2.0) on the
+paper's teacher template, and by 13.0, 44.2 and 8.5 (untaught: +3.0) on the short one the preset now uses. We
+assert >= 3 nats for each taught answer and >= 2 nats more than the untaught one: under half of the smallest rise
+seen, and well over what a round that learned nothing would show. (Learning made-up names lifts other made-up names
+somewhat: with three other facts taught, two untaught ones rose 1.6 and 5 nats.)
+Runtime: the test took 99 s on an idle 2-core machine (200-420 s when shared with other jobs).
 """
 
 from __future__ import annotations
