@@ -48,8 +48,27 @@ class LearnJob:
     gate_config: dict[str, Any] = field(default_factory=dict)  # GateConfig fields (margin, min_probes, ...)
 
 
+def exit_with_parent() -> None:
+    """In a worker process: end it the moment the process that started it is gone, so a killed server never leaves a
+    round training into its data directory (the lease then expires and the next start recovers the round)."""
+    import multiprocessing
+    import os
+    import threading
+
+    parent = multiprocessing.parent_process()
+    if parent is None or any(t.name == "exit-with-parent" for t in threading.enumerate()):
+        return
+
+    def watch() -> None:
+        parent.join()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def scheduled_round(job: dict[str, Any]) -> dict[str, Any]:
     """The job body (runs in the worker): a round if enough fresh approved demonstrations wait; never raises."""
+    exit_with_parent()
     from learner.rounds import run_round
     from storage.db import make_engine
     from storage.demonstrations import count_fresh

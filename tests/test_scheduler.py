@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import queue
+import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
@@ -79,3 +81,48 @@ def test_a_scheduled_round_is_gated_in_its_worker(engine, tiny_model_dir, tmp_pa
     result = scheduled_round(vars(job(engine, tiny_model_dir, tmp_path, min_demos=2, gate=False)))  # the server's job
     assert result["status"] == "succeeded" and "gate" not in result, result
     assert versions.get_version(engine, name=result["version"]).status == "candidate"
+
+
+def _sleep_as_a_worker(seconds: float) -> None:
+    from learner.scheduler import exit_with_parent
+
+    exit_with_parent()
+    time.sleep(seconds)
+
+
+def _start_a_worker(pid_file: str) -> None:
+    import multiprocessing
+
+    worker = multiprocessing.get_context("spawn").Process(target=_sleep_as_a_worker, args=(120,))
+    worker.start()
+    Path(pid_file).write_text(str(worker.pid))
+    worker.join()
+
+
+def test_a_worker_process_ends_when_the_process_that_started_it_is_killed(tmp_path):
+    """A killed `apprentice serve` must not leave its training worker writing into the data directory."""
+    import multiprocessing
+    import signal
+
+    pid_file = tmp_path / "worker.pid"
+    server = multiprocessing.get_context("spawn").Process(target=_start_a_worker, args=(str(pid_file),))
+    server.start()
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, "the worker did not start"
+        time.sleep(0.1)
+    worker = int(pid_file.read_text())
+    os.kill(server.pid, signal.SIGKILL)
+    server.join()
+    deadline = time.monotonic() + 10
+    while _running(worker):
+        assert time.monotonic() < deadline, "the worker outlived the process that started it"
+        time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie may wait a while for its new parent to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
