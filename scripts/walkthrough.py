@@ -195,7 +195,7 @@ class Walkthrough:
         with self.step("Rounds tab: Train now; the round, then the evaluation gate"):
             page.get_by_role("tab", name="Rounds").click()
             page.locator("#rounds-train").click()
-            expect(page.locator("#rounds-message")).to_contain_text("starting")
+            expect(page.locator("#rounds-message")).to_contain_text("Train now started")
             deadline, live_shot = time.time() + timeout_s, False
             while True:
                 job = next(j for j in self.api("api/admin/jobs") if j["kind"] == "train")
