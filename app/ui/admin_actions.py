@@ -206,12 +206,13 @@ def _compare_inputs(db: Any, name: str, sample: int, seed: int) -> tuple[Any, An
     if new.parent is None:
         raise ApprenticeError(f"{name} is the base model: it has no parent to compare with")
     old = versions.get_version(db, name=new.parent)
-    learned = rounds.round_demonstrations(db, round_id=new.round_id) if new.round_id is not None else []
-    trained = {d.skill for d in get_demonstrations(db, ids=[x.demonstration_id for x in learned]) if d.skill}
-    probe_pairs = _sample(_stored_probe_pairs(db, old.name, new.name), sample, seed, prefer=trained)
+    from learner.gate import trained_skills  # imports the evaluator (torch): only when comparing
+
+    probe_pairs = _sample(_stored_probe_pairs(db, old.name, new.name), sample, seed, prefer=trained_skills(db, name))
     questions = {p.id: question_of(p.messages) for p in list_probes(db)}
     for p in probe_pairs:
         p["question"] = questions.get(p["probe_id"], "")
+    learned = rounds.round_demonstrations(db, round_id=new.round_id) if new.round_id is not None else []
     ids = [x.demonstration_id for x in learned if not x.replay]
     demos = get_demonstrations(db, ids=random.Random(seed).sample(ids, min(sample, len(ids))))
     return new, old, probe_pairs, demos
