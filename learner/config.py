@@ -75,6 +75,12 @@ class LearnerConfig:
         "its context, TRL's generate_from_teacher: off-policy, but on a weak student its samples reach the answer).",
     )
     samples_per_prompt: int = _f(1, "Rollouts sampled per prompt in each step (each one a training sequence).")
+    rollout_group_steps: int = _f(
+        8,
+        "When the rollouts come from the frozen teacher (it does not change during a round), sample this many "
+        "steps' rollouts in one generation: CPU decoding is overhead-bound, 64 prompts cost 2.3x less per rollout "
+        "than 8. Rollouts from the student or an EMA teacher are always sampled step by step.",
+    )
     merged_rollouts: bool = _f(
         True,
         "Generate with a plain copy of the model whose weights get the student's LoRA merged in before each step "
@@ -138,6 +144,7 @@ class LearnerConfig:
             (self.temperature > 0, "temperature must be positive (rollouts are sampled)"),
             (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
             (self.batch_size > 0 and self.micro_batch_size > 0, "batch sizes must be positive"),
+            (self.rollout_group_steps >= 1, "rollout_group_steps must be >= 1"),
             (self.steps >= 0 and self.epochs > 0 and self.min_steps >= 1, "steps >= 0, epochs > 0, min_steps >= 1"),
             (0 <= self.jsd_beta <= 1 and 0 < self.ema_rate <= 1, "jsd_beta in [0, 1], ema_rate in (0, 1]"),
             (0 <= self.replay_fraction <= 1, "replay_fraction must be in [0, 1]"),

@@ -6,7 +6,8 @@ through a merged copy of the weights); teacher log-probs on [teacher prompt; y] 
 on [student prompt; y] with gradient; loss = forward KL(teacher || student) over the full vocabulary per completion
 token (logits / temperature before log-softmax), the first `skip_first_tokens` tokens left out, mean over a
 sequence's tokens, then mean over the batch's sequences. Options: reverse KL, generalized JSD, top-k + tail bucket,
-EMA teacher, rollouts sampled by the teacher, several rollouts per prompt, an SFT term (`learner.config`).
+EMA teacher, rollouts sampled by the teacher, several rollouts per prompt, an SFT term (`learner.config`). Rollouts
+from the frozen teacher do not depend on the student, so `with_rollouts` samples several steps' worth at once.
 
 Why not TRL's SDFTTrainer (trl 1.16, `trl.experimental.sdft`): with a LoRA model its teacher is either the adapter-
 disabled base or an EMA adapter started at zero, never the live version, so a second round would pull the student
@@ -19,7 +20,9 @@ rollouts here come from the trainer's own weights, so it is 1 and left out.
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from learner.prompts import Prompt
@@ -155,15 +158,44 @@ def rollout(session: Session, batch: list[Prompt]) -> list[list[int]]:
     return completions
 
 
-def sdft_step(session: Session, batch: list[Prompt]) -> dict[str, Any]:
-    """Rollouts, teacher and student passes and backward for one optimizer step (the caller steps the optimizer)."""
+def fixed_rollouts(cfg: Any) -> bool:
+    """Whether the rollout model stays the same for the whole round (sampled from the frozen teacher)."""
+    return cfg.rollout_from == "teacher" and cfg.teacher == "frozen"
+
+
+Rollouts = tuple[list[list[int]], float]  # completions of one step's (expanded) batch, generation seconds
+
+
+def with_rollouts(session: Session, stream: Iterable[list[Prompt]]) -> Iterator[tuple[list[Prompt], Rollouts]]:
+    """Each step's batch with its rollouts. From the frozen teacher, `rollout_group_steps` steps' rollouts are
+    sampled in one generation (each step is charged its share of the time); otherwise one step at a time, lazily, so
+    that every step samples from the student as the previous step left it."""
+    cfg = session.config
+    group = cfg.rollout_group_steps if fixed_rollouts(cfg) else 1
+    stream = iter(stream)
+    while chunk := list(itertools.islice(stream, group)):
+        expanded = [[p for p in b for _ in range(cfg.samples_per_prompt)] for b in chunk]
+        t0 = time.perf_counter()
+        completions = rollout(session, [p for b in expanded for p in b])
+        share = (time.perf_counter() - t0) / len(chunk)
+        for demonstrations, b in zip(chunk, expanded, strict=True):
+            yield demonstrations, (completions[: len(b)], share)
+            completions = completions[len(b) :]
+
+
+def sdft_step(session: Session, batch: list[Prompt], rollouts: Rollouts | None = None) -> dict[str, Any]:
+    """Rollouts (sampled here unless given, from `with_rollouts`), teacher and student passes and backward for one
+    optimizer step (the caller steps the optimizer)."""
     import torch
 
     cfg = session.config
     demonstrations, batch = batch, [p for p in batch for _ in range(cfg.samples_per_prompt)]
-    t0 = time.perf_counter()
-    completions = rollout(session, batch)
-    t_gen = time.perf_counter() - t0
+    if rollouts is None:
+        t0 = time.perf_counter()
+        completions = rollout(session, batch)
+        t_gen = time.perf_counter() - t0
+    else:
+        completions, t_gen = rollouts
     lengths = [len(c) for c in completions]
     n_valid = sum(n > cfg.skip_first_tokens for n in lengths)
     t_teacher = t_student = 0.0

@@ -277,19 +277,21 @@ def _train(
         raise ApprenticeError("nothing to train on: " + ("; ".join(r for _, r in skipped) or "no demonstrations"))
     total = config.optimizer_steps(len(prompts))
     session = open_session(model_dir, config, parent_adapter=parent_adapter, total_steps=total)
-    step_fn = sdft.sdft_step if config.method == "sdft" else sft.sft_step
+    work = batches(prompts, config, total)
+    steps = sdft.with_rollouts(session, work) if config.method == "sdft" else ((b, None) for b in work)
     records: list[dict[str, Any]] = []
     started = time.perf_counter()
-    for i, batch in enumerate(batches(prompts, config, total), start=1):
+    for i, (batch, rollouts) in enumerate(steps, start=1):
         if should_stop is not None and should_stop():
             raise TrainingStopped(f"training stopped after {i - 1} of {total} steps")
         t0 = time.perf_counter()
         lr = session.scheduler.get_last_lr()[0]
-        record = step_fn(session, batch)
+        record = sft.sft_step(session, batch) if rollouts is None else sdft.sdft_step(session, batch, rollouts)
         record["grad_norm"] = optimizer_step(session)
         if config.method == "sdft" and config.teacher == "ema":
             sdft.ema_update(session)
-        record.update(step=i, lr=lr, seconds=time.perf_counter() - t0)
+        generation = rollouts[1] if rollouts else 0.0  # sampled before t0, by the `steps` generator
+        record.update(step=i, lr=lr, seconds=time.perf_counter() - t0 + generation)
         records.append(record)
         if on_step is not None:
             on_step(record, i / total)

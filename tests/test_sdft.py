@@ -156,3 +156,25 @@ def test_several_samples_per_prompt_and_an_sft_term(tiny_model_dir):
     plain = train(tiny_model_dir, DEMOS, fp32(steps=1)).steps[0]
     assert record["tokens"] > plain["tokens"] and record["sft_loss"] > 0
     assert record["loss"] == pytest.approx(record["kl"] + 0.5 * record["sft_loss"])
+
+
+def test_teacher_rollouts_of_several_steps_are_sampled_in_one_generation(tiny_model_dir):
+    from learner.prompts import build_prompts
+    from learner.sdft import with_rollouts
+    from learner.training import batches
+
+    def counting(model, sizes):
+        original = model.generate
+        model.generate = lambda *a, **k: sizes.append(k["input_ids"].shape[0]) or original(*a, **k)
+
+    cases = (("teacher", "frozen", 2), ("teacher", "ema", 5), ("student", "frozen", 5))
+    for source, teacher, calls in cases:
+        config = fp32(rollout_from=source, teacher=teacher, rollout_group_steps=3, samples_per_prompt=2)
+        session = open_session(tiny_model_dir, config)
+        prompts, _ = build_prompts(session.tokenizer, DEMOS, config)
+        sizes: list[int] = []
+        counting(session.rollout_model, sizes)
+        steps = list(with_rollouts(session, batches(prompts, config, 5)))
+        assert len(sizes) == calls and sum(sizes) == 5 * 2 * 2, (source, teacher, sizes)
+        for batch, (completions, seconds) in steps:
+            assert len(batch) == 2 and len(completions) == 4 and seconds > 0
