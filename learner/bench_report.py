@@ -117,7 +117,7 @@ def sequential(bench: Any) -> dict[str, Any]:
 
 
 def assemble(bench: Any, wall_seconds: float) -> dict[str, Any]:
-    from learner.bench_learn import MAX_DROP, METHODS, cached, run_seeds
+    from learner.bench_learn import MAX_DROP, METHODS, cached, job_done, plan, run_seeds
 
     base = cached(bench, "base")
     if base is None:
@@ -154,6 +154,7 @@ def assemble(bench: Any, wall_seconds: float) -> dict[str, Any]:
         "sequential": seq["mc"],
         "sequential_detail": seq,
         "max_drop": MAX_DROP,
+        "jobs": {"done": sum(job_done(bench, *job) for job in plan(bench)), "planned": len(plan(bench))},
         "wall_seconds": round(wall_seconds, 1),
     }
     report["targets"] = targets(report)
@@ -201,7 +202,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"# Learning benchmark: {report['model']}", "",
              f"{report['facts']['n']} facts ({len(report['facts']['report'])} report, "
              f"{len(report['facts']['tune'])} tune), seeds {seeds}, general suite {report['general_suite']['n']} "
-             f"probes{' (quick run)' if report['quick'] else ''}; wall {report['wall_seconds']:.0f} s. "
+             f"probes{' (quick run)' if report['quick'] else ''}; wall {report['wall_seconds']:.0f} s; "
+             f"{report['jobs']['done']} of {report['jobs']['planned']} jobs done. "
              "Accuracies in % on the report facts (mean ± std over seeds); MC = multiple choice by log-likelihood.",
              "", "| method | lr | steps | direct | indirect | direct MC | indirect MC | general | drop | leaked | "
              "train s |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -217,13 +219,15 @@ def markdown(report: dict[str, Any]) -> str:
     for name, row in report["methods"].items():
         if "cost" in row:
             lines.append(f"| {name} | " + " | ".join(str(row["cost"][k]) for k in COST) + " |")
-    lines += ["", "## Frontier (report facts)", "", "| method | lr | steps | direct MC | indirect MC | direct | "
-              "indirect | general drop | leaked | s |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += ["", "## Frontier (report facts, mean ± std over the seeds done)", "", "| method | lr | steps | seeds | "
+              "direct MC | indirect MC | direct | indirect | general drop | leaked | s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for m, points in report["frontier"].items():
         for p in points:
-            cells = [_pct(p[k]) for k in ("direct_mc", "indirect_mc", "direct", "indirect", "general_drop")]
-            lines.append(f"| {m}{' (default)' if p['default'] else ''} | {p['lr']:g} | {p['steps']} | "
-                         + " | ".join(cells) + f" | {p['leakage']} | {p['seconds']:.0f} |")  # fmt: skip
+            keys = ("direct_mc", "indirect_mc", "direct", "indirect", "general_drop")
+            cells = [_pct(p[k], p["std"].get(k)) for k in keys]
+            head = f"| {m}{' (default)' if p['default'] else ''} | {p['lr']:g} | {p['steps']} | {len(p['seeds'])} | "
+            lines.append(head + " | ".join(cells) + f" | {p['leakage']} | {p['seconds']:.0f} |")
     seq = report["sequential_detail"]
     lines += ["", "## Sequential skills (MC accuracy of each skill's facts after each round)", ""]
     for m, mat in seq["mc"].items():

@@ -61,7 +61,13 @@ def test_bench_learn_runs_end_to_end_and_resumes(tiny_model_dir: str, tmp_path: 
     assert len(runs) == 7  # base, 2 default points, 2 x 2 sequential rounds
     again = run_bench(options)  # resumes: every job is cached, nothing is retrained
     assert sorted((p.name, p.stat().st_mtime_ns) for p in out.glob("cache/*/runs/*.json")) == runs
-    assert again["methods"] == report["methods"]
+    assert again["methods"] == report["methods"] and again["jobs"] == {"done": 5, "planned": 5}
+    victim = next(out.glob("cache/*/runs/point-sdft-*.json"))
+    victim.unlink()
+    partial = run_bench(options, run_jobs=False)  # a report of what is cached, nothing run
+    assert not victim.exists() and partial["jobs"] == {"done": 4, "planned": 5}
+    assert "sdft" not in partial["methods"] and partial["cost_ratio"] is None
+    assert "4 of 5 jobs done" in (out / "bench_learn.md").read_text()
 
 
 def test_fact_file_errors_and_split(tmp_path: Path) -> None:

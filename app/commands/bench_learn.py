@@ -46,7 +46,7 @@ def add_parser(actions: argparse._SubParsersAction, common: argparse.ArgumentPar
         "--steps-factor",
         type=float,
         action="append",
-        help="frontier steps as multiples of the default point's (repeatable; 1 2)",
+        help="frontier steps as multiples of the default point's (repeatable; 0.5 1)",
     )
     p.add_argument(
         "--set",
@@ -58,6 +58,11 @@ def add_parser(actions: argparse._SubParsersAction, common: argparse.ArgumentPar
     p.add_argument("--no-sequential", action="store_true", help="skip the sequential-skills rounds (variant sweeps)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--workers", type=int, default=1, help="jobs run in parallel processes (for a GPU or many cores)")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: write the report from the jobs already cached in --out (a partial run's numbers)",
+    )
     p.set_defaults(handler=learn_command)
 
 
@@ -100,7 +105,7 @@ def learn_command(args: argparse.Namespace, settings: Settings) -> int:
         options.learning_rates = args.lr
     if args.steps_factor:
         options.step_factors = args.steps_factor
-    report = run_bench(options, workers=args.workers)
+    report = run_bench(options, workers=args.workers, run_jobs=not args.report_only)
     print((args.out / "bench_learn.md").read_text())
     print(f"wrote {args.json or args.out / 'bench_learn.json'} and plots in {args.out}", file=sys.stderr)
     return 0 if report else 1
