@@ -7,7 +7,8 @@ on [student prompt; y] with gradient; loss = forward KL(teacher || student) over
 token (logits / temperature before log-softmax), the first `skip_first_tokens` tokens left out, mean over a
 sequence's tokens, then mean over the batch's sequences. Options: reverse KL, generalized JSD, top-k + tail bucket,
 EMA teacher, rollouts sampled by the teacher, several rollouts per prompt, an SFT term (`learner.config`). Rollouts
-from the frozen teacher do not depend on the student, so `with_rollouts` samples several steps' worth at once.
+from the frozen teacher do not depend on the student, so `with_rollouts` samples several steps' worth at once, and
+rollouts the teacher samples bring the teacher's logits with them (no separate teacher pass).
 
 Why not TRL's SDFTTrainer (trl 1.16, `trl.experimental.sdft`): with a LoRA model its teacher is either the adapter-
 disabled base or an EMA adapter started at zero, never the live version, so a second round would pull the student
@@ -124,6 +125,12 @@ def completion_logits(session: Session, prompts: list[list[int]], completions: l
 def rollout(session: Session, batch: list[Prompt]) -> list[list[int]]:
     """One sampled completion per prompt, ending with its end-of-turn token if it ended: from the current student on
     the student prompt, or with `rollout_from="teacher"` from the teacher on the teacher prompt."""
+    return sample(session, batch)[0]
+
+
+def sample(session: Session, batch: list[Prompt]) -> tuple[list[list[int]], list[Any] | None]:
+    """`rollout`'s completions and, when the teacher samples, its (len, V) logits on each completion's tokens: the
+    teacher pass of the loss (same weights, prompt and tokens) comes free with the sampling."""
     import contextlib
 
     import torch
@@ -138,9 +145,10 @@ def rollout(session: Session, batch: list[Prompt]) -> list[list[int]]:
     longest = max(len(p.answer_ids) for p in batch)
     budget = min(cfg.max_new_tokens, int(longest * cfg.new_tokens_factor) + cfg.new_tokens_margin)
     stops = sorted({session.eot_id, tok.eos_token_id} - {None})
+    keep = name == TEACHER
     generation = GenerationConfig(
         do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, max_new_tokens=budget,
-        eos_token_id=stops, pad_token_id=tok.pad_token_id,
+        eos_token_id=stops, pad_token_id=tok.pad_token_id, output_logits=keep, return_dict_in_generate=keep,
     )  # fmt: skip
     prompts = [p.teacher_ids if name == TEACHER else p.student_ids for p in batch]
     enc = tok.pad({"input_ids": prompts}, return_tensors="pt").to(session.device)
@@ -151,11 +159,24 @@ def rollout(session: Session, batch: list[Prompt]) -> list[list[int]]:
             out = model.generate(**enc, generation_config=generation)
     finally:
         model.train(was_training)
+    sequences = out.sequences if keep else out
     completions = []
-    for row in out[:, enc["input_ids"].shape[1] :].tolist():
+    for row in sequences[:, enc["input_ids"].shape[1] :].tolist():
         end = next((i for i, t in enumerate(row) if t in stops), None)
         completions.append(row if end is None else row[: end + 1])
-    return completions
+    if not keep:
+        return completions, None
+    dtype = next(model.parameters()).dtype  # what the teacher pass would have produced
+    logits = torch.stack([step.to(dtype) for step in out.logits], dim=1)
+    return completions, [logits[i, : len(c)] for i, c in enumerate(completions)]
+
+
+def stack_rows(rows: list[Any], width: int) -> Any:
+    """(B, width, V) from (len_i, V) rows, zero past each row's length (those positions are masked out)."""
+    out = rows[0].new_zeros(len(rows), width, rows[0].shape[-1])
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
 
 
 def fixed_rollouts(cfg: Any) -> bool:
@@ -163,24 +184,27 @@ def fixed_rollouts(cfg: Any) -> bool:
     return cfg.rollout_from == "teacher" and cfg.teacher == "frozen"
 
 
-Rollouts = tuple[list[list[int]], float]  # completions of one step's (expanded) batch, generation seconds
+# one step's (expanded) batch: completions, the teacher's logits on them (when it sampled them), generation seconds
+Rollouts = tuple[list[list[int]], list[Any] | None, float]
 
 
 def with_rollouts(session: Session, stream: Iterable[list[Prompt]]) -> Iterator[tuple[list[Prompt], Rollouts]]:
     """Each step's batch with its rollouts. From the frozen teacher, `rollout_group_steps` steps' rollouts are
     sampled in one generation (each step is charged its share of the time); otherwise one step at a time, lazily, so
-    that every step samples from the student as the previous step left it."""
+    that every step samples from the student (or EMA teacher) as the previous step left it."""
     cfg = session.config
     group = cfg.rollout_group_steps if fixed_rollouts(cfg) else 1
     stream = iter(stream)
     while chunk := list(itertools.islice(stream, group)):
         expanded = [[p for p in b for _ in range(cfg.samples_per_prompt)] for b in chunk]
         t0 = time.perf_counter()
-        completions = rollout(session, [p for b in expanded for p in b])
+        completions, teacher = sample(session, [p for b in expanded for p in b])
         share = (time.perf_counter() - t0) / len(chunk)
+        at = 0
         for demonstrations, b in zip(chunk, expanded, strict=True):
-            yield demonstrations, (completions[: len(b)], share)
-            completions = completions[len(b) :]
+            rows = None if teacher is None else teacher[at : at + len(b)]
+            yield demonstrations, (completions[at : at + len(b)], rows, share)
+            at += len(b)
 
 
 def sdft_step(session: Session, batch: list[Prompt], rollouts: Rollouts | None = None) -> dict[str, Any]:
@@ -192,10 +216,10 @@ def sdft_step(session: Session, batch: list[Prompt], rollouts: Rollouts | None =
     demonstrations, batch = batch, [p for p in batch for _ in range(cfg.samples_per_prompt)]
     if rollouts is None:
         t0 = time.perf_counter()
-        completions = rollout(session, batch)
+        completions, teacher_rows = sample(session, batch)
         t_gen = time.perf_counter() - t0
     else:
-        completions, t_gen = rollouts
+        completions, teacher_rows, t_gen = rollouts
     lengths = [len(c) for c in completions]
     n_valid = sum(n > cfg.skip_first_tokens for n in lengths)
     t_teacher = t_student = 0.0
@@ -203,8 +227,12 @@ def sdft_step(session: Session, batch: list[Prompt], rollouts: Rollouts | None =
     for start in range(0, len(batch), cfg.micro_batch_size):
         part, comps = batch[start : start + cfg.micro_batch_size], completions[start : start + cfg.micro_batch_size]
         t1 = time.perf_counter()
-        with torch.no_grad(), session.adapter(TEACHER):
-            teacher = completion_logits(session, [p.teacher_ids for p in part], comps)
+        if teacher_rows is None:
+            with torch.no_grad(), session.adapter(TEACHER):
+                teacher = completion_logits(session, [p.teacher_ids for p in part], comps)
+        else:
+            width = max(max(len(c) for c in comps), 1)
+            teacher = stack_rows(teacher_rows[start : start + cfg.micro_batch_size], width)
         t2 = time.perf_counter()
         student = completion_logits(session, [p.student_ids for p in part], comps)
         mask = loss_mask([len(c) for c in comps], student.shape[1], cfg.skip_first_tokens, session.device)

@@ -290,7 +290,7 @@ def _train(
         record["grad_norm"] = optimizer_step(session)
         if config.method == "sdft" and config.teacher == "ema":
             sdft.ema_update(session)
-        generation = rollouts[1] if rollouts else 0.0  # sampled before t0, by the `steps` generator
+        generation = rollouts[-1] if rollouts else 0.0  # sampled before t0, by the `steps` generator
         record.update(step=i, lr=lr, seconds=time.perf_counter() - t0 + generation)
         records.append(record)
         if on_step is not None:

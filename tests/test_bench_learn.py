@@ -46,7 +46,8 @@ def test_bench_learn_runs_end_to_end_and_resumes(tiny_model_dir: str, tmp_path: 
             assert row[key] is not None, (method, key)
         assert all(0 <= row[k] <= 1 for k in ("direct", "indirect", "direct_mc", "indirect_mc", "general"))
     sdft = doc["methods"]["sdft"]
-    assert sdft["cost"]["generation_s"] > 0 and sdft["cost"]["teacher_s"] > 0 and sdft["cost"]["student_s"] > 0
+    assert sdft["cost"]["generation_s"] > 0 and sdft["cost"]["student_s"] > 0
+    assert 0 <= sdft["cost"]["teacher_s"] < sdft["cost"]["generation_s"]  # teacher rollouts bring the teacher's logits
     assert doc["methods"]["sft"]["cost"]["generation_s"] == 0 and sdft["per_seed"]["direct_mc"]
     assert doc["cost_ratio"] > 0 and doc["methods"]["sft"]["steps"] == sdft["steps"] == 2
     assert [set(p) >= {"lr", "steps", "direct_mc", "indirect_mc", "general_drop", "seconds"}

@@ -176,5 +176,22 @@ def test_teacher_rollouts_of_several_steps_are_sampled_in_one_generation(tiny_mo
         counting(session.rollout_model, sizes)
         steps = list(with_rollouts(session, batches(prompts, config, 5)))
         assert len(sizes) == calls and sum(sizes) == 5 * 2 * 2, (source, teacher, sizes)
-        for batch, (completions, seconds) in steps:
+        for batch, (completions, teacher, seconds) in steps:
             assert len(batch) == 2 and len(completions) == 4 and seconds > 0
+            assert (teacher is None) == (source == "student") and (teacher is None or len(teacher) == 4)
+
+
+def test_teacher_logits_that_come_with_teacher_rollouts_equal_the_teacher_pass(tiny_model_dir):
+    from learner.prompts import build_prompts
+    from learner.sdft import sample, stack_rows
+
+    config = fp32(rollout_from="teacher", new_tokens_margin=8)
+    session = open_session(tiny_model_dir, config)
+    prompts, _ = build_prompts(session.tokenizer, DEMOS, config)
+    completions, rows = sample(session, prompts)
+    width = max(len(c) for c in completions)
+    with torch.no_grad(), session.adapter(TEACHER):
+        passed = completion_logits(session, [p.teacher_ids for p in prompts], completions)
+    mask = loss_mask([len(c) for c in completions], width, 0).bool()
+    assert torch.allclose(stack_rows(rows, width)[mask], passed[mask], atol=1e-4)
+    assert sample(open_session(tiny_model_dir, fp32()), prompts)[1] is None  # the student's samples: no teacher logits
