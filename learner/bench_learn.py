@@ -61,7 +61,8 @@ class BenchOptions:
     sequential: bool = True  # False: skip the sequential-skills rounds (variant sweeps)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> LearnerConfig fields
     eval_max_new_tokens: int = 48  # greedy reply limit when scoring (the same as `apprentice eval`)
-    eval_batch_size: int = 16  # prompts generated together when scoring (raise it on a GPU)
+    # prompts scored together: on the built-in model 48 was 1.4x faster than 16 with the same 182 replies (1 thread)
+    eval_batch_size: int = 48
     threads: int = 0
     progress: bool = True
 
