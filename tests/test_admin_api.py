@@ -248,6 +248,21 @@ def test_import_evaluate_export(server):
     assert call(server, "GET", "/api/admin/export", params={"kind": "nope"}).status_code == 400
 
 
+def test_schedule_names_the_round_in_progress_and_counts_only_what_waits_for_the_next(server):
+    db = server.state.db
+    ids = [new_demo(db, f"Queued {i}.") for i in range(3)]
+    for i in ids:
+        call(server, "POST", f"/api/admin/demonstrations/{i}/approve")
+    before = call(server, "GET", "/api/admin/schedule").json()
+    rnd = rounds.create_round(db, method="sdft", parent_version="v0", hyperparameters={}, owner="x", demo_ids=ids[:2])
+    during = call(server, "GET", "/api/admin/schedule").json()
+    rounds.fail_round(db, round_id=rnd.id, error="test")
+    after = call(server, "GET", "/api/admin/schedule").json()
+    waiting = before["waiting_demonstrations"]
+    assert during["round_running"] == rnd.id and during["waiting_demonstrations"] == waiting - 2
+    assert after["round_running"] is None and after["waiting_demonstrations"] == waiting
+
+
 def test_train_now_runs_a_round_then_the_gate(server):
     db = server.state.db
     for i in range(2):

@@ -26,7 +26,6 @@ from app.api.deps import AdminDep, StateDep, UserDep
 from app.ui import admin_actions, admin_data, admin_jobs
 from learner.exchange import import_text
 from storage import review, versions
-from storage.demonstrations import count_fresh
 from storage.errors import ApprenticeError, Forbidden
 from storage.models import User
 from storage.queue import QueueFilter
@@ -194,14 +193,12 @@ async def train_now(user: AdminDep, state: StateDep) -> dict:
 
 @router.get("/schedule", response_model=p.ScheduleOut, summary="The learning schedule's settings")
 async def schedule(user: AdminDep, state: StateDep) -> dict:
-    from storage import leases
-
-    s = state.settings
+    s, status = state.settings, await thread(admin_data.learner_status, state.db)
     return {
         "method": s.learn_method, "preset": s.learn_preset, "interval_minutes": s.learn_interval_minutes,
         "cron": s.learn_cron, "min_demos": s.learn_min_demos, "activate": s.learn_activate,
-        "in_server": s.learn_in_server, "waiting_demonstrations": await thread(count_fresh, state.db),
-        "round_running": await thread(leases.holder, state.db, name="learner"),
+        "in_server": s.learn_in_server, "waiting_demonstrations": status["waiting"],
+        "round_running": status["round"]["id"] if status["round"] else None,
     }  # fmt: skip
 
 

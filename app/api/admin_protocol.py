@@ -223,5 +223,5 @@ class ScheduleOut(BaseModel):
     min_demos: int
     activate: bool
     in_server: bool
-    waiting_demonstrations: int
-    round_running: str | None
+    waiting_demonstrations: int = Field(description="approved, not learned yet, not in the round in progress")
+    round_running: int | None = Field(description="id of the round in progress (queued or running), if any")
