@@ -122,6 +122,9 @@ def completion_logits(session: Session, prompts: list[list[int]], completions: l
     return logits[:, :-1]
 
 
+TEACHER_LOGITS_BYTES = 2**30  # above this, teacher-sampled rollouts do not keep their logits (a teacher pass runs)
+
+
 def rollout(session: Session, batch: list[Prompt]) -> list[list[int]]:
     """One sampled completion per prompt, ending with its end-of-turn token if it ended: from the current student on
     the student prompt, or with `rollout_from="teacher"` from the teacher on the teacher prompt."""
@@ -130,7 +133,8 @@ def rollout(session: Session, batch: list[Prompt]) -> list[list[int]]:
 
 def sample(session: Session, batch: list[Prompt]) -> tuple[list[list[int]], list[Any] | None]:
     """`rollout`'s completions and, when the teacher samples, its (len, V) logits on each completion's tokens: the
-    teacher pass of the loss (same weights, prompt and tokens) comes free with the sampling."""
+    teacher pass of the loss (same weights, prompt and tokens) comes free with the sampling, unless they would take
+    more than TEACHER_LOGITS_BYTES (a large vocabulary, long rollouts)."""
     import contextlib
 
     import torch
@@ -145,7 +149,8 @@ def sample(session: Session, batch: list[Prompt]) -> tuple[list[list[int]], list
     longest = max(len(p.answer_ids) for p in batch)
     budget = min(cfg.max_new_tokens, int(longest * cfg.new_tokens_factor) + cfg.new_tokens_margin)
     stops = sorted({session.eot_id, tok.eos_token_id} - {None})
-    keep = name == TEACHER
+    vocab = model.get_output_embeddings().weight.shape[0]
+    keep = name == TEACHER and len(batch) * budget * vocab * 4 <= TEACHER_LOGITS_BYTES  # generate keeps them in fp32
     generation = GenerationConfig(
         do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, max_new_tokens=budget,
         eos_token_id=stops, pad_token_id=tok.pad_token_id, output_logits=keep, return_dict_in_generate=keep,

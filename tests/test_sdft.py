@@ -181,7 +181,8 @@ def test_teacher_rollouts_of_several_steps_are_sampled_in_one_generation(tiny_mo
             assert (teacher is None) == (source == "student") and (teacher is None or len(teacher) == 4)
 
 
-def test_teacher_logits_that_come_with_teacher_rollouts_equal_the_teacher_pass(tiny_model_dir):
+def test_teacher_logits_that_come_with_teacher_rollouts_equal_the_teacher_pass(tiny_model_dir, monkeypatch):
+    from learner import sdft
     from learner.prompts import build_prompts
     from learner.sdft import sample, stack_rows
 
@@ -195,3 +196,6 @@ def test_teacher_logits_that_come_with_teacher_rollouts_equal_the_teacher_pass(t
     mask = loss_mask([len(c) for c in completions], width, 0).bool()
     assert torch.allclose(stack_rows(rows, width)[mask], passed[mask], atol=1e-4)
     assert sample(open_session(tiny_model_dir, fp32()), prompts)[1] is None  # the student's samples: no teacher logits
+    monkeypatch.setattr(sdft, "TEACHER_LOGITS_BYTES", 1000)  # too big to keep: the step runs the teacher pass
+    assert sample(session, prompts)[1] is None
+    assert train(tiny_model_dir, DEMOS, fp32(rollout_from="teacher", steps=1)).steps[0]["teacher_s"] > 0
