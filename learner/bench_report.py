@@ -4,6 +4,8 @@ Headline accuracies are on the *report* facts (see learner/bench_facts.py); each
 frontier point with the best *tune*-fact multiple-choice accuracy among those whose general-suite drop is at most
 2 points (`MAX_DROP`); if none qualifies, the point with the smallest drop, flagged `"drop_ok": false`.
 Means are over seeds; `per_seed` holds the values they average, `std` their spread (population std).
+`equal_forgetting` answers the frontier's question (at equal forgetting, which method learned more?) at drops of 2, 5
+and 10 points; `cost_ratio` is SDFT's median seconds per step over SFT's.
 """
 
 from __future__ import annotations
@@ -77,6 +79,34 @@ def headline(points: list[dict[str, Any]], max_drop: float) -> dict[str, Any] | 
     return {**min(points, key=lambda p: p["general_drop"]), "drop_ok": False}
 
 
+def cost_ratio(front: dict[str, list[dict[str, Any]]]) -> float | None:
+    """SDFT/SFT wall time at equal steps: the median seconds per step over every frontier run of each method (one
+    pair of runs can be skewed by whatever else the machine did meanwhile)."""
+    per_step = {
+        m: [s / p["steps"] for p in points for s in p["per_seed"]["seconds"] if s] for m, points in front.items()
+    }
+    if not per_step.get("sft") or not per_step.get("sdft"):
+        return None
+    return round(statistics.median(per_step["sdft"]) / statistics.median(per_step["sft"]), 2)
+
+
+DROP_LEVELS = (0.02, 0.05, 0.10)
+
+
+def equal_forgetting(front: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """At equal forgetting, which method learned more: per general-suite drop level, each method's point (chosen by
+    tune-fact accuracy, as the headline) among those that lose at most that much; None where none does."""
+    out: dict[str, dict[str, Any]] = {}
+    for level in DROP_LEVELS:
+        row = {}
+        for m, points in front.items():
+            ok = [p for p in points if p["general_drop"] is not None and p["general_drop"] <= level + 1e-9]
+            best = max(ok, key=lambda p: (p["tune_mc"] or 0.0, -(p["seconds"] or 0.0)), default=None)
+            row[m] = best and {k: best[k] for k in ("lr", "steps", "direct_mc", "indirect_mc", "general_drop")}
+        out[f"{level:g}"] = row
+    return out
+
+
 def sequential(bench: Any) -> dict[str, Any]:
     """Round x skill matrices (mean MC accuracy and generation accuracy of each skill's facts; None before the skill
     is taught), the general score after each round, and each earlier skill's final/best ratio."""
@@ -130,9 +160,7 @@ def assemble(bench: Any, wall_seconds: float) -> dict[str, Any]:
         if best is not None:
             methods[m] = best
     defaults = {m: next((p for p in front[m] if p["default"]), None) for m in METHODS}
-    ratio = None
-    if defaults["sft"] and defaults["sdft"] and defaults["sft"]["seconds"]:
-        ratio = round(defaults["sdft"]["seconds"] / defaults["sft"]["seconds"], 2)
+    ratio = cost_ratio(front)
     seq = sequential(bench)
     report = {
         "model": bench.options.model_name,
@@ -150,6 +178,7 @@ def assemble(bench: Any, wall_seconds: float) -> dict[str, Any]:
         "methods": methods,
         "default_points": {m: {"lr": p["lr"], "steps": p["steps"]} for m, p in defaults.items() if p},
         "cost_ratio": ratio,
+        "equal_forgetting": equal_forgetting(front),
         "frontier": front,
         "sequential": seq["mc"],
         "sequential_detail": seq,
@@ -213,7 +242,20 @@ def markdown(report: dict[str, Any]) -> str:
         flag = "" if row.get("drop_ok", True) else " (drop > 2)"
         lines.append(f"| {name}{flag} | {row.get('lr', '-')} | {row.get('steps', '-')} | " + " | ".join(cells)
                      + f" | {row['leakage']} | {row['seconds']:.0f} |")  # fmt: skip
-    lines += ["", f"SDFT/SFT wall-time ratio at the default points: {report['cost_ratio']}", "",
+    lines += [
+        "",
+        "At equal forgetting (each method's point chosen on the tune facts among those whose general drop is "
+        "at most the level; report-fact MC, direct / indirect):",
+        "",
+        "| drop at most | " + " | ".join(report["frontier"]) + " |",
+        "|---" * (len(report["frontier"]) + 1) + "|",
+    ]
+    for level, row in report["equal_forgetting"].items():
+        cells = [f"{_pct(p['direct_mc'])} / {_pct(p['indirect_mc'])} (lr {p['lr']:g}, {p['steps']} steps, drop "
+                 f"{_pct(p['general_drop'])})" if p else "-" for p in row.values()]  # fmt: skip
+        lines.append(f"| {_pct(float(level))} | " + " | ".join(cells) + " |")
+    lines += ["", f"SDFT/SFT wall-time ratio (median seconds per step over the frontier runs): {report['cost_ratio']}",
+              "",
               "| method | s/step | generation s | teacher s | student s | tokens/s | peak RSS MiB |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, row in report["methods"].items():

@@ -50,6 +50,9 @@ def test_bench_learn_runs_end_to_end_and_resumes(tiny_model_dir: str, tmp_path: 
     assert 0 <= sdft["cost"]["teacher_s"] < sdft["cost"]["generation_s"]  # teacher rollouts bring the teacher's logits
     assert doc["methods"]["sft"]["cost"]["generation_s"] == 0 and sdft["per_seed"]["direct_mc"]
     assert doc["cost_ratio"] > 0 and doc["methods"]["sft"]["steps"] == sdft["steps"] == 2
+    assert set(doc["equal_forgetting"]) == {"0.02", "0.05", "0.1"}
+    for level, row in doc["equal_forgetting"].items():
+        assert all(p is None or p["general_drop"] <= float(level) + 1e-9 for p in row.values())
     assert [set(p) >= {"lr", "steps", "direct_mc", "indirect_mc", "general_drop", "seconds"}
             for p in doc["frontier"]["sft"] + doc["frontier"]["sdft"]] == [True, True]  # fmt: skip
     for method in ("sft", "sdft"):  # two rounds x two skills, the second skill unseen after round 1
