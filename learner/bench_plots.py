@@ -96,7 +96,7 @@ def cost(report: dict[str, Any], path: Path) -> Path:
         ax.bar(names, values, bottom=bottom, label=part.removesuffix("_s"), color=color)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.set_ylabel("training seconds (headline point)")
-    ax.set_title(f"time split; SDFT/SFT ratio per step (median): {report['cost_ratio']}")
+    ax.set_title(f"time split; SDFT/SFT ratio per step (fastest runs): {report['cost_ratio']}")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
