@@ -69,12 +69,17 @@ def frontier(bench: Any, base_general: float) -> dict[str, list[dict[str, Any]]]
     return out
 
 
+def best_under(points: list[dict[str, Any]], max_drop: float) -> dict[str, Any] | None:
+    """The point with the best tune-fact accuracy (then the cheapest) among those losing at most `max_drop`."""
+    ok = [p for p in points if p["general_drop"] is not None and p["general_drop"] <= max_drop + 1e-9]
+    return max(ok, key=lambda p: (p["tune_mc"] or 0.0, -(p["seconds"] or 0.0)), default=None)
+
+
 def headline(points: list[dict[str, Any]], max_drop: float) -> dict[str, Any] | None:
     if not points:
         return None
-    ok = [p for p in points if p["general_drop"] is not None and p["general_drop"] <= max_drop + 1e-9]
-    if ok:
-        best = max(ok, key=lambda p: (p["tune_mc"] or 0.0, -(p["seconds"] or 0.0)))
+    best = best_under(points, max_drop)
+    if best is not None:
         return {**best, "drop_ok": True}
     return {**min(points, key=lambda p: p["general_drop"]), "drop_ok": False}
 
@@ -97,13 +102,10 @@ def equal_forgetting(front: dict[str, list[dict[str, Any]]]) -> dict[str, dict[s
     """At equal forgetting, which method learned more: per general-suite drop level, each method's point (chosen by
     tune-fact accuracy, as the headline) among those that lose at most that much; None where none does."""
     out: dict[str, dict[str, Any]] = {}
+    keys = ("lr", "steps", "direct_mc", "indirect_mc", "general_drop")
     for level in DROP_LEVELS:
-        row = {}
-        for m, points in front.items():
-            ok = [p for p in points if p["general_drop"] is not None and p["general_drop"] <= level + 1e-9]
-            best = max(ok, key=lambda p: (p["tune_mc"] or 0.0, -(p["seconds"] or 0.0)), default=None)
-            row[m] = best and {k: best[k] for k in ("lr", "steps", "direct_mc", "indirect_mc", "general_drop")}
-        out[f"{level:g}"] = row
+        best = {m: best_under(points, level) for m, points in front.items()}
+        out[f"{level:g}"] = {m: p and {k: p[k] for k in keys} for m, p in best.items()}
     return out
 
 
@@ -161,7 +163,7 @@ def assemble(bench: Any, wall_seconds: float) -> dict[str, Any]:
             methods[m] = best
     defaults = {m: next((p for p in front[m] if p["default"]), None) for m in METHODS}
     ratio = cost_ratio(front)
-    seq = sequential(bench)
+    seq, jobs = sequential(bench), plan(bench)
     report = {
         "model": bench.options.model_name,
         "facts": {
@@ -183,7 +185,7 @@ def assemble(bench: Any, wall_seconds: float) -> dict[str, Any]:
         "sequential": seq["mc"],
         "sequential_detail": seq,
         "max_drop": MAX_DROP,
-        "jobs": {"done": sum(job_done(bench, *job) for job in plan(bench)), "planned": len(plan(bench))},
+        "jobs": {"done": sum(job_done(bench, *job) for job in jobs), "planned": len(jobs)},
         "wall_seconds": round(wall_seconds, 1),
     }
     report["targets"] = targets(report)

@@ -125,16 +125,12 @@ def completion_logits(session: Session, prompts: list[list[int]], completions: l
 TEACHER_LOGITS_BYTES = 2**30  # above this, teacher-sampled rollouts do not keep their logits (a teacher pass runs)
 
 
-def rollout(session: Session, batch: list[Prompt]) -> list[list[int]]:
-    """One sampled completion per prompt, ending with its end-of-turn token if it ended: from the current student on
-    the student prompt, or with `rollout_from="teacher"` from the teacher on the teacher prompt."""
-    return sample(session, batch)[0]
-
-
 def sample(session: Session, batch: list[Prompt]) -> tuple[list[list[int]], list[Any] | None]:
-    """`rollout`'s completions and, when the teacher samples, its (len, V) logits on each completion's tokens: the
-    teacher pass of the loss (same weights, prompt and tokens) comes free with the sampling, unless they would take
-    more than TEACHER_LOGITS_BYTES (a large vocabulary, long rollouts)."""
+    """One sampled completion per prompt, ending with its end-of-turn token if it ended: from the current student on
+    the student prompt, or with `rollout_from="teacher"` from the teacher on the teacher prompt. With the teacher's
+    samples come its (len, V) logits on each completion's tokens: the teacher pass of the loss (same weights, prompt
+    and tokens) comes free with the sampling, unless they would take more than TEACHER_LOGITS_BYTES (a large
+    vocabulary, long rollouts); otherwise None."""
     import contextlib
 
     import torch

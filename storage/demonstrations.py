@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -92,12 +93,13 @@ def list_learned(engine: Engine, *, version: str) -> list[Demonstration]:
         return [d for d in approved if d.id in learned]
 
 
-def count_fresh(engine: Engine) -> int:
+def count_fresh(engine: Engine, *, exclude: Collection[int] = ()) -> int:
     """Approved demonstrations no succeeded round has learned yet, whatever became of its version: what the
-    scheduler counts before starting a round (a rejected candidate's demonstrations do not re-trigger rounds)."""
+    scheduler counts before starting a round (a rejected candidate's demonstrations do not re-trigger rounds).
+    `exclude`: ids left out of the count (those a round in progress learns)."""
     from storage.rounds import ever_learned_demo_ids
 
-    learned = ever_learned_demo_ids(engine)
+    learned = ever_learned_demo_ids(engine) | set(exclude)
     with reading(engine) as s:
         approved = s.scalars(select(Demonstration.id).where(Demonstration.status == "approved"))
         return sum(1 for i in approved if i not in learned)

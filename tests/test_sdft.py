@@ -139,7 +139,7 @@ def test_options_reverse_jsd_topk_and_ema_train(tiny_model_dir):
 
 def test_rollouts_come_from_the_student_prompt_or_the_teacher_prompt(tiny_model_dir):
     from learner.prompts import build_prompts
-    from learner.sdft import rollout
+    from learner.sdft import sample
 
     for source in ("student", "teacher"):
         config = fp32(rollout_from=source, temperature=1e-4, new_tokens_factor=0.0, new_tokens_margin=6)
@@ -148,7 +148,7 @@ def test_rollouts_come_from_the_student_prompt_or_the_teacher_prompt(tiny_model_
         ids = prompts[0].teacher_ids if source == "teacher" else prompts[0].student_ids
         with torch.no_grad():
             greedy = session.model.generate(input_ids=torch.tensor([ids]), do_sample=False, max_new_tokens=6)
-        assert rollout(session, prompts) == [greedy[0, len(ids) :].tolist()], source
+        assert sample(session, prompts)[0] == [greedy[0, len(ids) :].tolist()], source
 
 
 def test_several_samples_per_prompt_and_an_sft_term(tiny_model_dir):

@@ -207,13 +207,10 @@ def learner_status(db: Engine) -> dict[str, Any]:
     """The round in progress ("round": a round_dict, or None) and the approved demonstrations waiting for the next
     one ("waiting": storage's count_fresh less those the round in progress learns; "in_round": that round's)."""
     current = next((r for r in rounds.list_rounds(db, limit=10) if r.status in ("queued", "running")), None)
-    waiting = count_fresh(db)
     if current is None:
-        return {"round": None, "waiting": waiting, "in_round": 0}
+        return {"round": None, "waiting": count_fresh(db), "in_round": 0}
     ids = [x.demonstration_id for x in rounds.round_demonstrations(db, round_id=current.id) if not x.replay]
-    learned = rounds.ever_learned_demo_ids(db)
-    counted = sum(1 for d in get_demonstrations(db, ids=ids) if d.status == "approved" and d.id not in learned)
-    return {"round": round_dict(db, current), "waiting": waiting - counted, "in_round": len(ids)}
+    return {"round": round_dict(db, current), "waiting": count_fresh(db, exclude=ids), "in_round": len(ids)}
 
 
 # --- retention dashboard -------------------------------------------------------------------------------------------
