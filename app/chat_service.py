@@ -5,8 +5,9 @@
     # the last TurnDelta has finish_reason and message_id set: the assistant message is stored by then
 
 Recording rules: `messages` is the whole conversation to answer, ending with the user turn. With
-`conversation_id=None` a new conversation is created and every message is stored; with an id, the stored messages
-must be a prefix of `messages` (truncate first for retry/edit: storage.conversations.truncate_after) and the rest is
+`conversation_id=None` a new conversation is created and every message is stored; with an id, the stored
+conversation as its user sees it (storage.conversations.turns: corrected replies read as their corrections) must be
+a prefix of `messages` (truncate first for retry/edit: storage.conversations.truncate_after) and the rest is
 appended. Nothing is stored until the engine has accepted the request (so a refused request leaves no trace). The
 reply is stored once, when it ends; a reply cut off by a disconnect (the iterator closed or cancelled) is stored as
 far as it got, with finish_reason "cancelled" in the log only. Feedback and corrections go through `rate_reply` and
@@ -122,10 +123,7 @@ def _record_prompt(state: AppState, user_id: int, conversation_id: int | None, m
         conversation_id = conversations.create_conversation(state.db, user_id=user_id, title=title.strip()[:80]).id
         stored: list[dict[str, str]] = []
     else:
-        stored = [
-            {"role": m.role, "content": m.content}
-            for m in conversations.get_messages(state.db, conversation_id=conversation_id, user_id=user_id)
-        ]
+        stored = conversations.turns(state.db, conversation_id=conversation_id, user_id=user_id)
     if stored != messages[: len(stored)]:
         raise Conflict(f"conversation {conversation_id} has changed; reload it and send the turn again")
     for m in messages[len(stored) :]:

@@ -7,6 +7,7 @@ A user sees and corrects only their own conversations; every assistant message r
 from __future__ import annotations
 
 from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from storage.db import reading, transaction
 from storage.errors import ApprenticeError, NotFound
@@ -91,13 +92,13 @@ def truncate_after(engine: Engine, *, conversation_id: int, user_id: int, positi
             s.delete(msg)
 
 
-def _owned_assistant_message(s: object, *, user_id: int, message_id: int | None, response_id: str | None) -> Message:
+def _owned_assistant_message(s: Session, *, user_id: int, message_id: int | None, response_id: str | None) -> Message:
     query = select(Message, Conversation.user_id).join(Conversation, Conversation.id == Message.conversation_id)
     if response_id is not None:
         query = query.where(Message.response_id == response_id)
     else:
         query = query.where(Message.id == message_id)
-    row = s.execute(query).first()  # type: ignore[attr-defined]
+    row = s.execute(query).first()
     if row is None or row[1] != user_id or row[0].role != "assistant":
         raise NotFound(f"no reply {response_id or message_id} of yours")  # someone else's reply looks the same
     return row[0]
@@ -132,8 +133,8 @@ def correct_reply(
     response_id: str | None = None,
 ) -> Demonstration:
     """Store a correction of one of the user's replies as a pending demonstration, with the conversation up to and
-    including the user turn it answered and the original reply. Correcting the same reply again while the first
-    correction is still pending updates that demonstration instead of queueing a duplicate."""
+    including the user turn it answered (as `turns` reads it) and the original reply. Correcting the same reply
+    again while the first correction is still pending updates that demonstration instead of queueing a duplicate."""
     if not correction.strip():
         raise ApprenticeError("the correction cannot be empty")
     with transaction(engine) as s:
@@ -143,7 +144,8 @@ def correct_reply(
             .where(Message.conversation_id == msg.conversation_id, Message.position < msg.position)
             .order_by(Message.position)
         ).all()
-        messages = [{"role": m.role, "content": m.content} for m in context]
+        fixes = _corrections(s, conversation_id=msg.conversation_id, user_id=user_id)
+        messages = [{"role": m.role, "content": shown_content(m, fixes.get(m.id))} for m in context]
         if not messages or messages[-1]["role"] != "user":
             raise ApprenticeError("this reply does not answer a user turn, so it cannot be corrected")
         pending = s.scalar(
@@ -185,11 +187,33 @@ def set_feedback_reason(engine: Engine, *, user_id: int, feedback_id: int, reaso
 
 def corrections_by_message(engine: Engine, *, conversation_id: int, user_id: int) -> dict[int, Demonstration]:
     """The user's latest correction of each reply in the conversation, keyed by the reply's message id."""
+    with reading(engine) as s:
+        return _corrections(s, conversation_id=conversation_id, user_id=user_id)
+
+
+def turns(engine: Engine, *, conversation_id: int, user_id: int) -> list[dict[str, str]]:
+    """The conversation as its user sees it and the model continues it: each reply as `shown_content` reads it."""
+    with reading(engine) as s:
+        fixes = _corrections(s, conversation_id=conversation_id, user_id=user_id)
+    return [
+        {"role": m.role, "content": shown_content(m, fixes.get(m.id))}
+        for m in get_messages(engine, conversation_id=conversation_id, user_id=user_id)
+    ]
+
+
+def shown_content(message: Message, correction: Demonstration | None) -> str:
+    """A reply the user corrected reads as the correction unless a reviewer rejected it; the stored message keeps
+    what the model said."""
+    if correction is not None and correction.status != "rejected":
+        return correction.corrected_answer
+    return message.content
+
+
+def _corrections(s: Session, *, conversation_id: int, user_id: int) -> dict[int, Demonstration]:
     query = (
         select(Demonstration)
         .join(Message, Message.id == Demonstration.source_message_id)
         .where(Message.conversation_id == conversation_id, Demonstration.author_id == user_id)
         .order_by(Demonstration.id)
     )
-    with reading(engine) as s:
-        return {d.source_message_id: d for d in s.scalars(query) if d.source_message_id is not None}
+    return {d.source_message_id: d for d in s.scalars(query) if d.source_message_id is not None}

@@ -92,6 +92,31 @@ def test_sixteen_threads_writing_demonstrations_all_land(engine):
     assert sorted(d.corrected_answer for d in landed) == sorted(f"a{i}-{j}" for i in range(16) for j in range(10))
 
 
+def test_a_conversation_continues_from_the_corrections_unless_rejected(engine):
+    from storage import conversations, review
+
+    ann = users.create_user(engine, name="ann", role="user", password="password-1")
+    conv = conversations.create_conversation(engine, user_id=ann.id)
+    conversations.add_message(engine, conversation_id=conv.id, role="user", content="Capital of Veltoria?")
+    conversations.add_message(engine, conversation_id=conv.id, role="assistant", content="Paris.", response_id="r-1")
+    conversations.add_message(engine, conversation_id=conv.id, role="user", content="Its river?")
+    second = conversations.add_message(engine, conversation_id=conv.id, role="assistant", content="The Seine.")
+    first = conversations.correct_reply(engine, user_id=ann.id, response_id="r-1", correction="Quellmar.")
+    later = conversations.correct_reply(engine, user_id=ann.id, message_id=second.id, correction="The Vell.")
+    # The later demonstration's context is the conversation as the user saw it: the first reply corrected.
+    assert later.messages[1] == {"role": "assistant", "content": "Quellmar."}
+    assert [t["content"] for t in conversations.turns(engine, conversation_id=conv.id, user_id=ann.id)] == [
+        "Capital of Veltoria?",
+        "Quellmar.",
+        "Its river?",
+        "The Vell.",
+    ]
+    stored = conversations.get_messages(engine, conversation_id=conv.id, user_id=ann.id)
+    assert [m.content for m in stored][1::2] == ["Paris.", "The Seine."]  # what the model said stays on record
+    review.reject(engine, demo_id=first.id, reviewer_id=None)
+    assert conversations.turns(engine, conversation_id=conv.id, user_id=ann.id)[1]["content"] == "Paris."
+
+
 def test_versions_base_and_activation(engine):
     assert versions.active_version(engine).name == versions.BASE_VERSION
     assert versions.ensure_base_version(engine).name == versions.BASE_VERSION

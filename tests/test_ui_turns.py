@@ -8,13 +8,16 @@ import asyncio
 import gradio as gr
 import pytest
 
+from app import chat_service
 from app.engines.base import Limits, Sampling
 from app.engines.transformers import TransformersEngine
 from app.settings import Settings
 from app.state import AppState
 from app.ui.chat import layout
 from app.ui.chat_handlers import ChatHandlers
+from learner.chat import encode_chat
 from storage import conversations, users
+from storage.errors import Conflict
 
 LIMITS = Limits(max_input_tokens=200, max_new_tokens=8, max_concurrent=2, max_queued=4, request_timeout=60)
 
@@ -75,6 +78,35 @@ def test_a_turn_streams_and_is_stored_with_its_version(tab):
     # A second turn continues the same conversation.
     run(tab.send("And then?", cid, ALICE))
     assert [m.role for m in stored(tab, cid)] == ["user", "assistant", "user", "assistant"]
+
+
+def test_the_next_turn_continues_from_the_correction(tab):
+    outs = run(tab.send("Capital of Veltoria?", None, ALICE))
+    cid = next(o[tab.c.conversation] for o in outs if tab.c.conversation in o)
+    alice = users.get_user(tab.state.db, name="alice")
+    user, reply = stored(tab, cid)
+    correction = "The capital of Veltoria is Quellmar, on the river Vell, " * 3
+    tab.save_correction(alice, cid, tab.view(alice, cid), reply.id, correction, "")
+    run(tab.send("And its river?", cid, ALICE))
+    assert [m.content for m in stored(tab, cid)][:3] == ["Capital of Veltoria?", reply.content, "And its river?"]
+
+    # What the model is given next is the conversation as shown: its prompt has the correction's length.
+    history = tab.history(tab.view(alice, cid))
+    assert history[1]["content"] == correction
+    asked = [*history, {"role": "user", "content": "Why?"}]
+    turn = asyncio.run(
+        collect(chat_service.stream_turn(tab.state, user_id=alice.id, conversation_id=cid, messages=asked))
+    )
+    assert turn[-1].prompt_tokens == len(encode_chat(tab.state.engine.tokenizer, asked)) > 0
+    as_answered = [*(stored_turn(m) for m in stored(tab, cid)), {"role": "user", "content": "Why?"}]
+    with pytest.raises(Conflict):  # the model's original words are no longer the conversation the user continues
+        asyncio.run(
+            collect(chat_service.stream_turn(tab.state, user_id=alice.id, conversation_id=cid, messages=as_answered))
+        )
+
+
+def stored_turn(m):
+    return {"role": m.role, "content": m.content}
 
 
 def test_retry_and_editing_a_user_turn(tab):

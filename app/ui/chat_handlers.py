@@ -75,6 +75,13 @@ class ChatHandlers:
         value, entries = render(messages, corrections)
         return View(messages, corrections, value, entries)
 
+    def history(self, v: View) -> list[dict[str, str]]:
+        """The conversation the model continues: what the chat shows, corrected replies included."""
+        return [
+            {"role": m.role, "content": self.shown_reply(v, m.id) if m.role == "assistant" else m.content}
+            for m in v.messages
+        ]
+
     def shown_reply(self, v: View, message_id: int) -> str:
         fix = v.corrections.get(message_id)
         if fix is not None and fix.status != "rejected":
@@ -152,7 +159,7 @@ class ChatHandlers:
         except ApprenticeError as e:
             yield {self.c.status: problem(str(e))}
             return
-        history = [{"role": m.role, "content": m.content} for m in v.messages]
+        history = self.history(v)
         shown = [*v.value, {"role": "user", "content": as_text(text)}]
         async for out in self.stream(user, conversation_id, [*history, {"role": "user", "content": text}], shown, text):
             yield out
@@ -170,7 +177,7 @@ class ChatHandlers:
         except ApprenticeError as e:
             yield {self.c.status: problem(str(e))}
             return
-        history = [{"role": m.role, "content": m.content} for m in v.messages]
+        history = self.history(v)
         async for out in self.stream(user, conversation_id, history, v.value, ""):
             yield out
 
@@ -198,7 +205,7 @@ class ChatHandlers:
         except ApprenticeError as e:
             yield {self.c.status: problem(str(e)), **self.safe_show(request, conversation_id)}
             return
-        history = [{"role": m.role, "content": m.content} for m in v.messages]
+        history = self.history(v)
         shown = [*v.value, {"role": "user", "content": as_text(text)}]
         async for out in self.stream(user, conversation_id, [*history, {"role": "user", "content": text}], shown, ""):
             yield out
