@@ -156,7 +156,8 @@ def correct_reply(
             )
         )
         if pending is not None:
-            pending.corrected_answer = correction
+            if pending.corrected_answer != correction:
+                pending.corrected_answer, pending.revision = correction, pending.revision + 1
             pending.skill = (skill or "").strip() or pending.skill
             s.flush()
             return pending

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, Select, select, update
 
 from storage.db import reading, transaction
 from storage.errors import ApprenticeError, Conflict, NotFound
-from storage.models import ModelVersion, RoundDemonstration, TrainingRound, utcnow
+from storage.models import Demonstration, ModelVersion, RoundDemonstration, TrainingRound, utcnow
 
 UNFINISHED = ("queued", "running")
 
@@ -27,16 +27,27 @@ def create_round(
     owner: str,
     demo_ids: list[int],
     replay_ids: list[int] | None = None,
+    revisions: dict[int, int] | None = None,
 ) -> TrainingRound:
-    """A queued round with its lineage rows (the demonstrations it will learn; replayed ones flagged)."""
+    """A queued round with its lineage rows (the demonstrations it will learn; replayed ones flagged), each with the
+    revision of the demonstration it trains on: `revisions` (id -> revision, as the round read them), else the
+    current ones."""
+    ids = [*demo_ids, *(replay_ids or [])]
     with transaction(engine) as s:
+        if revisions is None:
+            revisions = dict(
+                s.execute(select(Demonstration.id, Demonstration.revision).where(Demonstration.id.in_(ids)))
+            )
         rnd = TrainingRound(
             status="queued", method=method, parent_version=parent_version, hyperparameters=hyperparameters, owner=owner
         )
         s.add(rnd)
         s.flush()
-        s.add_all(RoundDemonstration(round_id=rnd.id, demonstration_id=i, replay=False) for i in demo_ids)
-        s.add_all(RoundDemonstration(round_id=rnd.id, demonstration_id=i, replay=True) for i in replay_ids or [])
+        replayed = set(replay_ids or [])
+        s.add_all(
+            RoundDemonstration(round_id=rnd.id, demonstration_id=i, replay=i in replayed, revision=revisions.get(i, 1))
+            for i in ids
+        )
         return rnd
 
 
@@ -159,21 +170,30 @@ def lineage(engine: Engine, *, version: str) -> list[ModelVersion]:
 
 
 def learned_demo_ids(engine: Engine, *, version: str) -> set[int]:
-    """Demonstrations learned by the rounds that produced `version` and its ancestors."""
+    """Demonstrations learned, in their current revision, by the rounds that produced `version` and its ancestors."""
     round_ids = [v.round_id for v in lineage(engine, version=version) if v.round_id is not None]
     if not round_ids:
         return set()
     with reading(engine) as s:
-        query = select(RoundDemonstration.demonstration_id).where(RoundDemonstration.round_id.in_(round_ids))
-        return set(s.scalars(query))
+        return set(s.scalars(_learned_as_they_are().where(RoundDemonstration.round_id.in_(round_ids))))
 
 
 def ever_learned_demo_ids(engine: Engine) -> set[int]:
-    """Demonstrations a succeeded round learned as new (not replayed), whatever became of its version."""
+    """Demonstrations a succeeded round learned as new (not replayed) in their current revision, whatever became of
+    its version."""
     with reading(engine) as s:
         query = (
-            select(RoundDemonstration.demonstration_id)
+            _learned_as_they_are()
             .join(TrainingRound, TrainingRound.id == RoundDemonstration.round_id)
             .where(TrainingRound.status == "succeeded", RoundDemonstration.replay.is_(False))
         )
         return set(s.scalars(query))
+
+
+def _learned_as_they_are() -> Select:
+    """Lineage rows whose demonstration has not been edited since (an edited correction is learned again)."""
+    return select(RoundDemonstration.demonstration_id).join(
+        Demonstration,
+        (Demonstration.id == RoundDemonstration.demonstration_id)
+        & (Demonstration.revision == RoundDemonstration.revision),
+    )

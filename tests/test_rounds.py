@@ -16,8 +16,8 @@ from learner.prompts import Example, build_prompt
 from learner.rounds import RoundFailed, run_round
 from learner.sdft import completion_logits
 from learner.training import TEACHER, train
-from storage import rounds, versions
-from storage.demonstrations import create_demonstration, list_unlearned
+from storage import review, rounds, versions
+from storage.demonstrations import count_fresh, create_demonstration, list_unlearned
 
 
 def cfg(**kw) -> LearnerConfig:
@@ -69,6 +69,21 @@ def test_a_round_writes_version_manifest_lineage_and_metrics(engine, tiny_model_
     again = run_round(engine, model_dir=tiny_model_dir, data_dir=tmp_path, config=config)
     assert again.status == "nothing" and "nothing to learn" in again.message
     assert len(rounds.list_rounds(engine)) == 1
+
+
+def test_an_edited_correction_is_learned_again(engine, tiny_model_dir, tmp_path):
+    ids = add_demos(engine, 2)
+    first = run_round(engine, model_dir=tiny_model_dir, data_dir=tmp_path, config=cfg(), activate=True)
+    assert first.status == "succeeded" and count_fresh(engine) == 0
+    review.edit(engine, demo_id=ids[0], corrected_answer="The capital of Land0 is City0.", skill="geo")  # same text
+    assert count_fresh(engine) == 0 and list_unlearned(engine, version=first.version) == []
+    review.edit(engine, demo_id=ids[1], corrected_answer="The capital of Land1 is Quellmar.")
+    assert count_fresh(engine) == 1 and [d.id for d in list_unlearned(engine, version=first.version)] == [ids[1]]
+    second = run_round(engine, model_dir=tiny_model_dir, data_dir=tmp_path, config=cfg(), activate=True)
+    assert second.status == "succeeded" and second.parent == first.version
+    lineage = rounds.round_demonstrations(engine, round_id=versions.get_version(engine, name=second.version).round_id)
+    assert [(r.demonstration_id, r.revision) for r in lineage] == [(ids[1], 2)]
+    assert count_fresh(engine) == 0
 
 
 def test_nothing_to_learn_leaves_no_round_and_no_version(engine, tiny_model_dir, tmp_path):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import threading
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 
 from storage import demonstrations, users, versions
 from storage.db import current_revision, head_revision, make_engine, transaction, upgrade
 from storage.errors import ApprenticeError, Conflict, NotFound, SchemaTooNew
+from storage.models import Base
 
 
 def test_migrations_from_empty(tmp_path):
@@ -25,6 +28,36 @@ def test_migrations_from_empty(tmp_path):
     expected = {"users", "api_keys", "conversations", "messages", "feedback", "demonstrations", "skills", "probes"}
     expected |= {"model_versions", "training_rounds", "round_demonstrations", "eval_results", "leases"}
     assert expected <= tables
+    with eng.connect() as conn:  # the migrations build exactly the schema storage/models.py declares
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_upgrading_a_0001_database_keeps_its_demonstrations_learned(tmp_path):
+    from alembic import command
+
+    from storage.db import _alembic_config
+    from storage.rounds import ever_learned_demo_ids
+
+    eng = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    command.upgrade(_alembic_config(eng), "0001")
+    with transaction(eng) as s:
+        s.execute(
+            text(
+                "insert into demonstrations (id, messages, original_answer, corrected_answer, status, note, created) "
+                "values (1, '[{\"role\": \"user\", \"content\": \"Q?\"}]', '', 'A.', 'approved', '', '2026-01-01')"
+            )
+        )
+        s.execute(
+            text(
+                "insert into training_rounds (id, status, method, parent_version, hyperparameters, owner, progress, "
+                "steps, metrics, error, created) values (1, 'succeeded', 'sdft', 'v0', '{}', 'x', 1, '[]', '{}', '', "
+                "'2026-01-01')"
+            )
+        )
+        s.execute(text("insert into round_demonstrations (round_id, demonstration_id, replay) values (1, 1, 0)"))
+    assert upgrade(eng) == head_revision()
+    assert demonstrations.get_demonstrations(eng, ids=[1])[0].revision == 1
+    assert ever_learned_demo_ids(eng) == {1}
 
 
 def test_newer_schema_is_refused(tmp_path):
