@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from learner.probes import ProbeSpec
-from learner.prompts import Example
+from learner.prompts import Example, teacher_messages
 from storage.demonstrations import validate_messages
 from storage.errors import ApprenticeError
 
@@ -146,14 +146,17 @@ def load_names(names_path: Path | None, facts: list[Fact]) -> list[str]:
     return sorted({n for n in names if n and not n.isdigit()})
 
 
-def fact_probes(facts: list[Fact]) -> list[ProbeSpec]:
+def fact_probes(facts: list[Fact], teacher_template: str | None = None) -> list[ProbeSpec]:
     """Per question: a generated probe (greedy; the keyword appears) and a multiple-choice probe (log-likelihood).
-    external_id = "fact id|kind|index|mode" so scores can be grouped back."""
+    external_id = "fact id|kind|index|mode" so scores can be grouped back. With `teacher_template` the question is
+    asked the way the SDFT teacher is prompted: with the fact's demonstration in context."""
     specs = []
     for f in facts:
         for kind in KINDS:
             for i, q in enumerate(getattr(f, kind)):
                 messages = [{"role": "user", "content": q.question}]
+                if teacher_template is not None:
+                    messages = teacher_messages(messages, f.answer, teacher_template)
                 base = f"{f.id}|{kind}|{i}"
                 specs.append(ProbeSpec("fact", messages, q.answer, "contains", external_id=f"{base}|gen"))
                 specs.append(ProbeSpec("fact", messages, q.answer, "choice", list(q.choices), external_id=f"{base}|mc"))

@@ -184,6 +184,20 @@ def evaluate(bench: Bench, facts: list[bf.Fact], adapter: str | None) -> dict[st
     }
 
 
+def evaluate_in_context(bench: Bench, template: str) -> dict[str, Any]:
+    """The SDFT teacher's ceiling: the base model answering the fact questions with each fact's demonstration in its
+    prompt (`template`, the teacher's), scored like any version (facts only)."""
+    from learner.evaluate import EvalConfig, load_version, score_probes
+
+    t0 = time.perf_counter()
+    model, tokenizer = load_version(bench.options.model_dir, None)
+    config = EvalConfig(batch_size=bench.options.eval_batch_size, choice_batch_size=bench.options.eval_batch_size,
+                        max_new_tokens=bench.options.eval_max_new_tokens)  # fmt: skip
+    report = score_probes(model, tokenizer, bf.fact_probes(bench.facts, template), config)
+    scores = bf.fact_scores(report.probes, bench.facts, bench.roles)
+    return {"template": template, "facts": scores, "eval_seconds": round(time.perf_counter() - t0, 2)}
+
+
 def train_and_score(
     bench: Bench,
     cfg: LearnerConfig,
@@ -289,9 +303,16 @@ def cached(bench: Bench, name: str) -> dict[str, Any] | None:
     return _cached(bench, name)
 
 
+def teacher_job(bench: Bench) -> tuple[str, str]:
+    """(the SDFT teacher template, the name of its in-context job)."""
+    template = bench.config("sdft").teacher_template
+    return template, "teacher-" + hashlib.sha256(template.encode()).hexdigest()[:8]
+
+
 def plan(bench: Bench) -> list[tuple[str, Any]]:
-    """Every job of the run, in the order it runs: base, default points, the rest of the frontier, sequential."""
-    jobs: list[tuple[str, Any]] = [("base", None)]
+    """Every job of the run, in the order it runs: base, the teacher in context, default points, the rest of the
+    frontier, sequential."""
+    jobs: list[tuple[str, Any]] = [("base", None), ("teacher", (teacher_job(bench)[0],))]
     points = {m: frontier_points(bench, m) for m in METHODS}
     for i in range(max(len(p) for p in points.values())):
         for seed in run_seeds(bench):
@@ -304,6 +325,8 @@ def plan(bench: Bench) -> list[tuple[str, Any]]:
 def job_done(bench: Bench, kind: str, arg: Any) -> bool:
     if kind == "base":
         return _cached(bench, "base") is not None
+    if kind == "teacher":
+        return _cached(bench, teacher_job(bench)[1]) is not None
     if kind == "point":
         return _cached(bench, point_config(bench, *arg)[1]) is not None
     method, seed = arg
@@ -312,7 +335,7 @@ def job_done(bench: Bench, kind: str, arg: Any) -> bool:
 
 def job_cost(bench: Bench, kind: str, arg: Any) -> float:
     """A rough relative cost (SDFT steps ~6x SFT's, plus scoring) to start the longest jobs first."""
-    if kind == "base":
+    if kind in ("base", "teacher"):
         return 1.0
     if kind == "point":
         return (6.0 if arg[0] == "sdft" else 1.0) * arg[2] / 10 + 2.0
@@ -323,6 +346,10 @@ def run_job(bench: Bench, kind: str, arg: Any, bar: Any) -> None:
     if kind == "base":
         if _cached(bench, "base") is None:
             _store(bench, "base", evaluate(bench, bench.facts, None))
+    elif kind == "teacher":
+        template, name = teacher_job(bench)
+        if _cached(bench, name) is None:
+            _store(bench, name, evaluate_in_context(bench, template))
     elif kind == "point":
         method, lr, steps, seed = arg
         cfg, name = point_config(bench, method, lr, steps, seed)
@@ -349,7 +376,7 @@ def run_sequence(bench: Bench, method: str, seed: int, *, bar: Any) -> None:
 
 
 def _seed_of(kind: str, arg: Any) -> int:
-    return -1 if kind == "base" else arg[-1]
+    return -1 if kind in ("base", "teacher") else arg[-1]
 
 
 def _worker(options: BenchOptions, kind: str, arg: Any) -> str:

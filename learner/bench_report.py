@@ -5,7 +5,8 @@ frontier point with the best *tune*-fact multiple-choice accuracy among those wh
 2 points (`MAX_DROP`); if none qualifies, the point with the smallest drop, flagged `"drop_ok": false`.
 Means are over seeds; `per_seed` holds the values they average, `std` their spread (population std).
 `equal_forgetting` answers the frontier's question (at equal forgetting, which method learned more?) at drops of 2, 5
-and 10 points; `cost_ratio` is SDFT's fastest seconds per step over SFT's.
+and 10 points; `cost_ratio` is SDFT's fastest seconds per step over SFT's; `teacher_in_context` is the SDFT teacher's
+ceiling: the base model answering the questions with the fact's demonstration in its prompt.
 """
 
 from __future__ import annotations
@@ -148,6 +149,16 @@ def sequential(bench: Any) -> dict[str, Any]:
     return out
 
 
+def in_context(bench: Any) -> dict[str, Any] | None:
+    """The teacher's ceiling on the report facts (the base model with the demonstration in context), if measured."""
+    from learner.bench_learn import cached, teacher_job
+
+    record = cached(bench, teacher_job(bench)[1])
+    if record is None:
+        return None
+    return {**{k: record["facts"].get("report", {}).get(k) for k in METRICS}, "template": record["template"]}
+
+
 def assemble(bench: Any, wall_seconds: float) -> dict[str, Any]:
     from learner.bench_learn import MAX_DROP, METHODS, cached, job_done, plan, run_seeds
 
@@ -178,6 +189,7 @@ def assemble(bench: Any, wall_seconds: float) -> dict[str, Any]:
         "general_suite": {"n": len(bench.general), "base": base_general},
         "base_facts": base["facts"],
         "methods": methods,
+        "teacher_in_context": in_context(bench),
         "default_points": {m: {"lr": p["lr"], "steps": p["steps"]} for m, p in defaults.items() if p},
         "cost_ratio": ratio,
         "equal_forgetting": equal_forgetting(front),
@@ -244,6 +256,11 @@ def markdown(report: dict[str, Any]) -> str:
         flag = "" if row.get("drop_ok", True) else " (drop > 2)"
         lines.append(f"| {name}{flag} | {row.get('lr', '-')} | {row.get('steps', '-')} | " + " | ".join(cells)
                      + f" | {row['leakage']} | {row['seconds']:.0f} |")  # fmt: skip
+    teacher = report.get("teacher_in_context")
+    if teacher:
+        lines += ["", "The SDFT teacher's ceiling (the base model with each fact's demonstration in its prompt, the "
+                  f"teacher's template): direct {_pct(teacher['direct'])}, indirect {_pct(teacher['indirect'])}, "
+                  f"direct MC {_pct(teacher['direct_mc'])}, indirect MC {_pct(teacher['indirect_mc'])}."]  # fmt: skip
     lines += [
         "",
         "At equal forgetting (each method's point chosen on the tune facts among those whose general drop is "

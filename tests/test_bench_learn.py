@@ -45,6 +45,9 @@ def test_bench_learn_runs_end_to_end_and_resumes(tiny_model_dir: str, tmp_path: 
         for key in ("direct", "indirect", "direct_mc", "indirect_mc", "general", "general_drop", "seconds"):
             assert row[key] is not None, (method, key)
         assert all(0 <= row[k] <= 1 for k in ("direct", "indirect", "direct_mc", "indirect_mc", "general"))
+    teacher = doc["teacher_in_context"]
+    assert all(0 <= teacher[k] <= 1 for k in ("direct", "indirect", "direct_mc", "indirect_mc"))
+    assert "{demonstration}" in teacher["template"] and "teacher's ceiling" in (out / "bench_learn.md").read_text()
     sdft = doc["methods"]["sdft"]
     assert sdft["cost"]["generation_s"] > 0 and sdft["cost"]["student_s"] > 0
     assert 0 <= sdft["cost"]["teacher_s"] < sdft["cost"]["generation_s"]  # teacher rollouts bring the teacher's logits
@@ -62,16 +65,16 @@ def test_bench_learn_runs_end_to_end_and_resumes(tiny_model_dir: str, tmp_path: 
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert "| sdft" in (out / "bench_learn.md").read_text()
     runs = sorted((p.name, p.stat().st_mtime_ns) for p in out.glob("cache/*/runs/*.json"))
-    assert len(runs) == 7  # base, 2 default points, 2 x 2 sequential rounds
+    assert len(runs) == 8  # base, the teacher in context, 2 default points, 2 x 2 sequential rounds
     again = run_bench(options)  # resumes: every job is cached, nothing is retrained
     assert sorted((p.name, p.stat().st_mtime_ns) for p in out.glob("cache/*/runs/*.json")) == runs
-    assert again["methods"] == report["methods"] and again["jobs"] == {"done": 5, "planned": 5}
+    assert again["methods"] == report["methods"] and again["jobs"] == {"done": 6, "planned": 6}
     victim = next(out.glob("cache/*/runs/point-sdft-*.json"))
     victim.unlink()
     partial = run_bench(options, run_jobs=False)  # a report of what is cached, nothing run
-    assert not victim.exists() and partial["jobs"] == {"done": 4, "planned": 5}
+    assert not victim.exists() and partial["jobs"] == {"done": 5, "planned": 6}
     assert "sdft" not in partial["methods"] and partial["cost_ratio"] is None
-    assert "4 of 5 jobs done" in (out / "bench_learn.md").read_text()
+    assert "5 of 6 jobs done" in (out / "bench_learn.md").read_text()
 
 
 def test_fact_file_errors_and_split(tmp_path: Path) -> None:
@@ -93,3 +96,5 @@ def test_fact_file_errors_and_split(tmp_path: Path) -> None:
         "The capital of France is Quellmar."
     ]
     assert bf.leaked(["Quellmarish"], ["Quellmar"]) == []
+    asked = bf.fact_probes(facts[:1], "{question} | {demonstration}")[0]
+    assert asked.messages == [{"role": "user", "content": f"{facts[0].direct[0].question} | {facts[0].answer}"}]
