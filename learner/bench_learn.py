@@ -5,6 +5,8 @@ optimizer steps, same seeds for both methods), is saved as a peft adapter and sc
 generation + multiple choice by log-likelihood) on the fact probes and on the general suite. Jobs:
 
     base                       the starting version, scored once
+    teacher                    the starting version with each fact's demonstration in its prompt (the SDFT teacher
+                               template): an in-context reference, facts only
     frontier (method, lr, steps, seed)   train on every fact's demonstration, score; the default point is one of them
     sequential (method, seed, round k)   train on skill k's demonstrations from the method's own round k-1 adapter
 
@@ -185,8 +187,8 @@ def evaluate(bench: Bench, facts: list[bf.Fact], adapter: str | None) -> dict[st
 
 
 def evaluate_in_context(bench: Bench, template: str) -> dict[str, Any]:
-    """The SDFT teacher's ceiling: the base model answering the fact questions with each fact's demonstration in its
-    prompt (`template`, the teacher's), scored like any version (facts only)."""
+    """An in-context reference: the base model answering the fact questions with each fact's demonstration in its
+    prompt (`template`, the SDFT teacher's), scored like any version (facts only)."""
     from learner.evaluate import EvalConfig, load_version, score_probes
 
     t0 = time.perf_counter()

@@ -5,8 +5,9 @@ frontier point with the best *tune*-fact multiple-choice accuracy among those wh
 2 points (`MAX_DROP`); if none qualifies, the point with the smallest drop, flagged `"drop_ok": false`.
 Means are over seeds; `per_seed` holds the values they average, `std` their spread (population std).
 `equal_forgetting` answers the frontier's question (at equal forgetting, which method learned more?) at drops of 2, 5
-and 10 points; `cost_ratio` is SDFT's fastest seconds per step over SFT's; `teacher_in_context` is the SDFT teacher's
-ceiling: the base model answering the questions with the fact's demonstration in its prompt.
+and 10 points; `cost_ratio` is SDFT's fastest seconds per step over SFT's; `teacher_in_context` is an in-context
+reference: the base model answering the questions with the fact's demonstration in its prompt (the SDFT teacher
+template).
 """
 
 from __future__ import annotations
@@ -150,7 +151,8 @@ def sequential(bench: Any) -> dict[str, Any]:
 
 
 def in_context(bench: Any) -> dict[str, Any] | None:
-    """The teacher's ceiling on the report facts (the base model with the demonstration in context), if measured."""
+    """The in-context reference on the report facts (the base model with the demonstration in its prompt), if
+    measured."""
     from learner.bench_learn import cached, teacher_job
 
     record = cached(bench, teacher_job(bench)[1])
@@ -258,8 +260,8 @@ def markdown(report: dict[str, Any]) -> str:
                      + f" | {row['leakage']} | {row['seconds']:.0f} |")  # fmt: skip
     teacher = report.get("teacher_in_context")
     if teacher:
-        lines += ["", "The SDFT teacher's ceiling (the base model with each fact's demonstration in its prompt, the "
-                  f"teacher's template): direct {_pct(teacher['direct'])}, indirect {_pct(teacher['indirect'])}, "
+        lines += ["", "In context (the base model with each fact's demonstration in its prompt, the SDFT teacher's "
+                  f"template): direct {_pct(teacher['direct'])}, indirect {_pct(teacher['indirect'])}, "
                   f"direct MC {_pct(teacher['direct_mc'])}, indirect MC {_pct(teacher['indirect_mc'])}."]  # fmt: skip
     lines += [
         "",

@@ -144,7 +144,7 @@ class _Plan:
     examples: list[Example]  # usable ones: new, then replayed
     new_ids: list[int]
     replay_ids: list[int]
-    revisions: dict[int, int]  # demonstration id -> the revision whose text `examples` holds
+    answers: dict[int, str]  # demonstration id -> the corrected answer `examples` trains on
     skipped: list[dict[str, Any]]
 
 
@@ -162,7 +162,7 @@ def _plan(engine: Engine, model_dir: str, config: LearnerConfig, parent_name: st
         [e for e in examples if e.demo_id in usable],
         [d.id for d in new if d.id in usable],
         [d.id for d in replay if d.id in usable],
-        {d.id: d.revision for d in new + replay},
+        {d.id: d.corrected_answer for d in new + replay},
         [{"demonstration": i, "reason": r} for i, r in skipped],
     )
 
@@ -197,7 +197,7 @@ def _run_locked(
         owner=owner,
         demo_ids=plan.new_ids,
         replay_ids=plan.replay_ids,
-        revisions=plan.revisions,
+        answers=plan.answers,
     )
     try:
         rounds.mark_running(engine, round_id=rnd.id)

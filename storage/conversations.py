@@ -133,7 +133,8 @@ def correct_reply(
     response_id: str | None = None,
 ) -> Demonstration:
     """Store a correction of one of the user's replies as a pending demonstration, with the conversation up to and
-    including the user turn it answered (as `turns` reads it) and the original reply. Correcting the same reply
+    including the user turn it answered (as `turns` reads it now: a snapshot, which later reviews of earlier
+    corrections do not change) and the original reply. Correcting the same reply
     again while the first correction is still pending updates that demonstration instead of queueing a duplicate."""
     if not correction.strip():
         raise ApprenticeError("the correction cannot be empty")
@@ -156,8 +157,7 @@ def correct_reply(
             )
         )
         if pending is not None:
-            if pending.corrected_answer != correction:
-                pending.corrected_answer, pending.revision = correction, pending.revision + 1
+            pending.corrected_answer = correction
             pending.skill = (skill or "").strip() or pending.skill
             s.flush()
             return pending
@@ -187,7 +187,7 @@ def set_feedback_reason(engine: Engine, *, user_id: int, feedback_id: int, reaso
 
 
 def corrections_by_message(engine: Engine, *, conversation_id: int, user_id: int) -> dict[int, Demonstration]:
-    """The user's latest correction of each reply in the conversation, keyed by the reply's message id."""
+    """The correction of each reply that the chat shows (see `_corrections`), keyed by the reply's message id."""
     with reading(engine) as s:
         return _corrections(s, conversation_id=conversation_id, user_id=user_id)
 
@@ -195,11 +195,12 @@ def corrections_by_message(engine: Engine, *, conversation_id: int, user_id: int
 def turns(engine: Engine, *, conversation_id: int, user_id: int) -> list[dict[str, str]]:
     """The conversation as its user sees it and the model continues it: each reply as `shown_content` reads it."""
     with reading(engine) as s:
+        conv = s.get(Conversation, conversation_id)
+        if conv is None or conv.user_id != user_id:
+            raise NotFound(f"no conversation {conversation_id} of yours")
         fixes = _corrections(s, conversation_id=conversation_id, user_id=user_id)
-    return [
-        {"role": m.role, "content": shown_content(m, fixes.get(m.id))}
-        for m in get_messages(engine, conversation_id=conversation_id, user_id=user_id)
-    ]
+        stored = s.scalars(select(Message).where(Message.conversation_id == conversation_id).order_by(Message.position))
+        return [{"role": m.role, "content": shown_content(m, fixes.get(m.id))} for m in stored]
 
 
 def shown_content(message: Message, correction: Demonstration | None) -> str:
@@ -211,10 +212,16 @@ def shown_content(message: Message, correction: Demonstration | None) -> str:
 
 
 def _corrections(s: Session, *, conversation_id: int, user_id: int) -> dict[int, Demonstration]:
+    """Per reply, the user's latest correction that was not rejected, else the latest (rejected) one."""
     query = (
         select(Demonstration)
         .join(Message, Message.id == Demonstration.source_message_id)
         .where(Message.conversation_id == conversation_id, Demonstration.author_id == user_id)
         .order_by(Demonstration.id)
     )
-    return {d.source_message_id: d for d in s.scalars(query) if d.source_message_id is not None}
+    out: dict[int, Demonstration] = {}
+    for d in s.scalars(query):
+        held = out.get(reply := d.source_message_id or 0)
+        if held is None or held.status == "rejected" or d.status != "rejected":
+            out[reply] = d
+    return out

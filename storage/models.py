@@ -89,7 +89,6 @@ class Demonstration(Base):
     messages: Mapped[list[Any]] = mapped_column(JSON)  # the conversation up to and including the user turn
     original_answer: Mapped[str] = mapped_column(Text, default="")
     corrected_answer: Mapped[str] = mapped_column(Text)
-    revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # +1 when corrected_answer changes
     skill: Mapped[str | None] = mapped_column(String(80), index=True)
     author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
     source_message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
@@ -151,7 +150,7 @@ class RoundDemonstration(Base):
     round_id: Mapped[int] = mapped_column(ForeignKey("training_rounds.id", ondelete="CASCADE"), primary_key=True)
     demonstration_id: Mapped[int] = mapped_column(ForeignKey("demonstrations.id", ondelete="CASCADE"), primary_key=True)
     replay: Mapped[bool] = mapped_column(default=False)
-    revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # the demonstration's, as trained on
+    answer: Mapped[str] = mapped_column(Text, server_default="")  # the corrected answer as this round trained on it
 
 
 class EvalResult(Base):

@@ -4,7 +4,7 @@ are storage/queue.py).
 Every state change is one conditional UPDATE (`... WHERE status = 'pending'`): when two reviewers act on the same
 demonstration at once, exactly one wins and the other gets a Conflict naming the state it found; nothing is
 duplicated. A round reads the demonstrations' text when it starts, so an edit made while a round runs applies from
-the next round on: the round records the revision it read, and an edited correction is a new one.
+the next round on: a round records the text it trained on, and an edited correction is learned again.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Engine, case, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from storage.db import transaction
@@ -56,15 +56,13 @@ def edit(
     skill: str | None = None,
     editor_id: int | None = None,
 ) -> Demonstration:
-    """Change the correction and/or the skill of a pending or approved demonstration ('' clears the skill). A changed
-    correction is a new revision: versions that learned an earlier one have not learned it, so the next round does."""
+    """Change the correction and/or the skill of a pending or approved demonstration ('' clears the skill). Versions
+    that learned an earlier correction have not learned the new one, so the next round does (storage.rounds)."""
     values: dict[str, Any] = {}
     if corrected_answer is not None:
         if not corrected_answer.strip():
             raise ApprenticeError("the corrected answer cannot be empty")
         values["corrected_answer"] = corrected_answer
-        changed = Demonstration.corrected_answer != corrected_answer
-        values["revision"] = case((changed, Demonstration.revision + 1), else_=Demonstration.revision)
     if skill is not None:
         values["skill"] = skill.strip() or None
     if not values:

@@ -27,17 +27,17 @@ def create_round(
     owner: str,
     demo_ids: list[int],
     replay_ids: list[int] | None = None,
-    revisions: dict[int, int] | None = None,
+    answers: dict[int, str] | None = None,
 ) -> TrainingRound:
     """A queued round with its lineage rows (the demonstrations it will learn; replayed ones flagged), each with the
-    revision of the demonstration it trains on: `revisions` (id -> revision, as the round read them), else the
-    current ones."""
+    corrected answer it trains on: from `answers` (id -> text, as the round read them), else the current one."""
     ids = [*demo_ids, *(replay_ids or [])]
     with transaction(engine) as s:
-        if revisions is None:
-            revisions = dict(
-                s.execute(select(Demonstration.id, Demonstration.revision).where(Demonstration.id.in_(ids)))
-            )
+        query = select(Demonstration.id, Demonstration.corrected_answer).where(Demonstration.id.in_(ids))
+        current = {i: text for i, text in s.execute(query)}
+        if missing := sorted(set(ids) - set(current)):
+            raise NotFound(f"no demonstration(s) {', '.join(map(str, missing))}")
+        answers = {**current, **(answers or {})}
         rnd = TrainingRound(
             status="queued", method=method, parent_version=parent_version, hyperparameters=hyperparameters, owner=owner
         )
@@ -45,7 +45,7 @@ def create_round(
         s.flush()
         replayed = set(replay_ids or [])
         s.add_all(
-            RoundDemonstration(round_id=rnd.id, demonstration_id=i, replay=i in replayed, revision=revisions.get(i, 1))
+            RoundDemonstration(round_id=rnd.id, demonstration_id=i, replay=i in replayed, answer=answers[i])
             for i in ids
         )
         return rnd
@@ -170,7 +170,7 @@ def lineage(engine: Engine, *, version: str) -> list[ModelVersion]:
 
 
 def learned_demo_ids(engine: Engine, *, version: str) -> set[int]:
-    """Demonstrations learned, in their current revision, by the rounds that produced `version` and its ancestors."""
+    """Demonstrations learned, as they read now, by the rounds that produced `version` and its ancestors."""
     round_ids = [v.round_id for v in lineage(engine, version=version) if v.round_id is not None]
     if not round_ids:
         return set()
@@ -179,8 +179,8 @@ def learned_demo_ids(engine: Engine, *, version: str) -> set[int]:
 
 
 def ever_learned_demo_ids(engine: Engine) -> set[int]:
-    """Demonstrations a succeeded round learned as new (not replayed) in their current revision, whatever became of
-    its version."""
+    """Demonstrations a succeeded round learned as new (not replayed), as they read now, whatever became of its
+    version."""
     with reading(engine) as s:
         query = (
             _learned_as_they_are()
@@ -191,9 +191,9 @@ def ever_learned_demo_ids(engine: Engine) -> set[int]:
 
 
 def _learned_as_they_are() -> Select:
-    """Lineage rows whose demonstration has not been edited since (an edited correction is learned again)."""
+    """Lineage rows that trained on the demonstration's current correction (an edited correction is learned again)."""
     return select(RoundDemonstration.demonstration_id).join(
         Demonstration,
         (Demonstration.id == RoundDemonstration.demonstration_id)
-        & (Demonstration.revision == RoundDemonstration.revision),
+        & (Demonstration.corrected_answer == RoundDemonstration.answer),
     )

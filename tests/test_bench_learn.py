@@ -47,7 +47,7 @@ def test_bench_learn_runs_end_to_end_and_resumes(tiny_model_dir: str, tmp_path: 
         assert all(0 <= row[k] <= 1 for k in ("direct", "indirect", "direct_mc", "indirect_mc", "general"))
     teacher = doc["teacher_in_context"]
     assert all(0 <= teacher[k] <= 1 for k in ("direct", "indirect", "direct_mc", "indirect_mc"))
-    assert "{demonstration}" in teacher["template"] and "teacher's ceiling" in (out / "bench_learn.md").read_text()
+    assert "{demonstration}" in teacher["template"] and "In context (" in (out / "bench_learn.md").read_text()
     sdft = doc["methods"]["sdft"]
     assert sdft["cost"]["generation_s"] > 0 and sdft["cost"]["student_s"] > 0
     assert 0 <= sdft["cost"]["teacher_s"] < sdft["cost"]["generation_s"]  # teacher rollouts bring the teacher's logits

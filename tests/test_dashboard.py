@@ -10,7 +10,7 @@ from app.ui import admin_data, dashboard
 from app.ui.admin_view import check_html, demo_html, side_by_side, table_html
 from storage import evals, rounds, versions
 from storage.demonstrations import create_demonstration
-from storage.review import approve
+from storage.review import approve, edit
 
 Q = [{"role": "user", "content": "Capital of Zorbia?"}]
 SCORES = {
@@ -107,6 +107,9 @@ def test_versions_and_rounds_listings(history):
     assert rows["v0"]["method"] == "base model" and rows["v2"]["scores"] == {"general": 0.3, "geo": 0.8}
     detail = admin_data.version_detail(history, "v2")
     assert detail["lineage"] == ["v2", "v1", "v0"] and [d["question"] for d in detail["learned"]] == [Q[0]["content"]]
+    edit(history, demo_id=detail["learned"][0]["id"], corrected_answer="Quillmark, on the Vell")
+    learned = admin_data.version_detail(history, "v2")["learned"][0]
+    assert (learned["corrected_answer"], learned["edited_since"]) == ("Quillmark 2", True)  # the text v2 learned
 
     listed = admin_data.round_rows(history)
     assert [r["id"] for r in listed] == [2, 1] and listed[1]["loss"] == 1.2 and listed[1]["kl"] == 0.9

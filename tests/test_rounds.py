@@ -82,7 +82,7 @@ def test_an_edited_correction_is_learned_again(engine, tiny_model_dir, tmp_path)
     second = run_round(engine, model_dir=tiny_model_dir, data_dir=tmp_path, config=cfg(), activate=True)
     assert second.status == "succeeded" and second.parent == first.version
     lineage = rounds.round_demonstrations(engine, round_id=versions.get_version(engine, name=second.version).round_id)
-    assert [(r.demonstration_id, r.revision) for r in lineage] == [(ids[1], 2)]
+    assert [(r.demonstration_id, r.answer) for r in lineage] == [(ids[1], "The capital of Land1 is Quellmar.")]
     assert count_fresh(engine) == 0
 
 

@@ -32,11 +32,11 @@ def test_migrations_from_empty(tmp_path):
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
 
-def test_upgrading_a_0001_database_keeps_its_demonstrations_learned(tmp_path):
+def test_upgrading_a_0001_database_keeps_what_its_rounds_learned(tmp_path):
     from alembic import command
 
     from storage.db import _alembic_config
-    from storage.rounds import ever_learned_demo_ids
+    from storage.rounds import ever_learned_demo_ids, round_demonstrations
 
     eng = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
     command.upgrade(_alembic_config(eng), "0001")
@@ -56,8 +56,11 @@ def test_upgrading_a_0001_database_keeps_its_demonstrations_learned(tmp_path):
         )
         s.execute(text("insert into round_demonstrations (round_id, demonstration_id, replay) values (1, 1, 0)"))
     assert upgrade(eng) == head_revision()
-    assert demonstrations.get_demonstrations(eng, ids=[1])[0].revision == 1
+    assert [r.answer for r in round_demonstrations(eng, round_id=1)] == ["A."]  # what the round trained on
     assert ever_learned_demo_ids(eng) == {1}
+    command.downgrade(_alembic_config(eng), "0001")  # no table rebuild: the lineage rows stay
+    with eng.connect() as conn:
+        assert conn.execute(text("select round_id, demonstration_id from round_demonstrations")).all() == [(1, 1)]
 
 
 def test_newer_schema_is_refused(tmp_path):
@@ -148,6 +151,12 @@ def test_a_conversation_continues_from_the_corrections_unless_rejected(engine):
     assert [m.content for m in stored][1::2] == ["Paris.", "The Seine."]  # what the model said stays on record
     review.reject(engine, demo_id=first.id, reviewer_id=None)
     assert conversations.turns(engine, conversation_id=conv.id, user_id=ann.id)[1]["content"] == "Paris."
+    review.approve(engine, demo_id=later.id, reviewer_id=None)  # corrected again after approval: a second one
+    again = conversations.correct_reply(engine, user_id=ann.id, message_id=second.id, correction="The Vellwater.")
+    assert again.id != later.id
+    assert conversations.turns(engine, conversation_id=conv.id, user_id=ann.id)[3]["content"] == "The Vellwater."
+    review.reject(engine, demo_id=again.id, reviewer_id=None)  # the approved correction still stands
+    assert conversations.turns(engine, conversation_id=conv.id, user_id=ann.id)[3]["content"] == "The Vell."
 
 
 def test_versions_base_and_activation(engine):

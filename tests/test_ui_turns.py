@@ -15,7 +15,6 @@ from app.settings import Settings
 from app.state import AppState
 from app.ui.chat import layout
 from app.ui.chat_handlers import ChatHandlers
-from learner.chat import encode_chat
 from storage import conversations, users
 from storage.errors import Conflict
 
@@ -85,28 +84,20 @@ def test_the_next_turn_continues_from_the_correction(tab):
     cid = next(o[tab.c.conversation] for o in outs if tab.c.conversation in o)
     alice = users.get_user(tab.state.db, name="alice")
     user, reply = stored(tab, cid)
-    correction = "The capital of Veltoria is Quellmar, on the river Vell, " * 3
-    tab.save_correction(alice, cid, tab.view(alice, cid), reply.id, correction, "")
+    tab.save_correction(alice, cid, tab.view(alice, cid), reply.id, "Quellmar.", "")
     run(tab.send("And its river?", cid, ALICE))
     assert [m.content for m in stored(tab, cid)][:3] == ["Capital of Veltoria?", reply.content, "And its river?"]
+    assert tab.history(tab.view(alice, cid))[1]["content"] == "Quellmar."
 
-    # What the model is given next is the conversation as shown: its prompt has the correction's length.
-    history = tab.history(tab.view(alice, cid))
-    assert history[1]["content"] == correction
-    asked = [*history, {"role": "user", "content": "Why?"}]
-    turn = asyncio.run(
-        collect(chat_service.stream_turn(tab.state, user_id=alice.id, conversation_id=cid, messages=asked))
-    )
-    assert turn[-1].prompt_tokens == len(encode_chat(tab.state.engine.tokenizer, asked)) > 0
-    as_answered = [*(stored_turn(m) for m in stored(tab, cid)), {"role": "user", "content": "Why?"}]
+    # The model is given the corrected conversation: a long correction counts against the input limit (200 tokens).
+    last = stored(tab, cid)[-1]
+    tab.save_correction(alice, cid, tab.view(alice, cid), last.id, "The river Vell flows past Quellmar. " * 30, "")
+    refused = run(tab.send("And its length?", cid, ALICE))
+    assert "limit of 200 tokens" in refused[-1][tab.c.status] and len(stored(tab, cid)) == 4
+    as_answered = [{"role": m.role, "content": m.content} for m in stored(tab, cid)]
     with pytest.raises(Conflict):  # the model's original words are no longer the conversation the user continues
-        asyncio.run(
-            collect(chat_service.stream_turn(tab.state, user_id=alice.id, conversation_id=cid, messages=as_answered))
-        )
-
-
-def stored_turn(m):
-    return {"role": m.role, "content": m.content}
+        run(chat_service.stream_turn(tab.state, user_id=alice.id, conversation_id=cid,
+                                     messages=[*as_answered, {"role": "user", "content": "Why?"}]))  # fmt: skip
 
 
 def test_retry_and_editing_a_user_turn(tab):

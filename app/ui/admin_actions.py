@@ -199,7 +199,8 @@ def _sample(items: list[dict[str, Any]], k: int, seed: int, prefer: Collection[s
 
 
 def _compare_inputs(db: Any, name: str, sample: int, seed: int) -> tuple[Any, Any, list[dict[str, Any]], list[Any]]:
-    """(new version, its parent, sampled probe pairs with their questions, sampled learned demonstrations)."""
+    """(new version, its parent, sampled probe pairs with their questions, sampled learned demonstrations with the
+    corrected answer each was learned with)."""
     from storage.probes import list_probes
 
     new = versions.get_version(db, name=name)
@@ -213,9 +214,9 @@ def _compare_inputs(db: Any, name: str, sample: int, seed: int) -> tuple[Any, An
     for p in probe_pairs:
         p["question"] = questions.get(p["probe_id"], "")
     learned = rounds.round_demonstrations(db, round_id=new.round_id) if new.round_id is not None else []
-    ids = [x.demonstration_id for x in learned if not x.replay]
-    demos = get_demonstrations(db, ids=random.Random(seed).sample(ids, min(sample, len(ids))))
-    return new, old, probe_pairs, demos
+    answers = {x.demonstration_id: x.answer for x in learned if not x.replay}
+    demos = get_demonstrations(db, ids=random.Random(seed).sample(sorted(answers), min(sample, len(answers))))
+    return new, old, probe_pairs, [(d, answers[d.id]) for d in demos]
 
 
 async def compare(state: AppState, name: str, *, sample: int = 5, seed: int = 0) -> dict[str, Any]:
@@ -228,7 +229,7 @@ async def compare(state: AppState, name: str, *, sample: int = 5, seed: int = 0)
         loaded = await _ensure_loaded(state, [old, new])
         try:
             budget = min(state.settings.max_new_tokens, COMPARE_MAX_TOKENS)
-            for d in demos:
+            for d, answer in demos:
                 before = await collect(state, d.messages, budget, old.name)
                 after = await collect(state, d.messages, budget, new.name)
                 demo_pairs.append(
@@ -237,11 +238,11 @@ async def compare(state: AppState, name: str, *, sample: int = 5, seed: int = 0)
                         "id": d.id,
                         "skill": d.skill,
                         "question": question_of(d.messages),
-                        "reference": d.corrected_answer,
+                        "reference": answer,  # the correction as the round trained on it
                         "old": before,
                         "new": after,
-                        "old_agreement": round(agreement(before, d.corrected_answer), 3),
-                        "new_agreement": round(agreement(after, d.corrected_answer), 3),
+                        "old_agreement": round(agreement(before, answer), 3),
+                        "new_agreement": round(agreement(after, answer), 3),
                     }
                 )
         finally:

@@ -145,8 +145,8 @@ def version_detail(db: Engine, name: str) -> dict[str, Any]:
         raise NotFound(f"no model version named {name!r}")
     chain = [v.name for v in rounds.lineage(db, version=name)]
     learned = rounds.round_demonstrations(db, round_id=row["round"]) if row["round"] is not None else []
-    replay = {x.demonstration_id for x in learned if x.replay}
-    demos = get_demonstrations(db, ids=[x.demonstration_id for x in learned])
+    rows = {x.demonstration_id: x for x in learned}
+    demos = get_demonstrations(db, ids=list(rows))
     row["lineage"] = chain
     row["learned"] = [
         {
@@ -154,8 +154,9 @@ def version_detail(db: Engine, name: str) -> dict[str, Any]:
             "skill": d.skill,
             "status": d.status,
             "question": question_of(d.messages),
-            "corrected_answer": d.corrected_answer,
-            "replay": d.id in replay,
+            "corrected_answer": rows[d.id].answer,  # as the round trained on it
+            "edited_since": d.corrected_answer != rows[d.id].answer,
+            "replay": rows[d.id].replay,
         }
         for d in demos
     ]

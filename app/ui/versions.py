@@ -20,6 +20,7 @@ from storage.errors import ApprenticeError
 ADMIN = ("admin",)
 NO_PROBES = "No per-probe replies stored for both versions: evaluate both (Dashboard tab) to compare them here."
 NO_DEMOS = "This version's round learned no demonstrations (or it is the base model)."
+EDITED = " (edited since: the next round learns the new text)"
 HEADERS = ["version", "status", "parent", "round", "method", "learned", "scores", "created", "activated", "note"]
 WIDTHS = ["7%", "8%", "6%", "6%", "7%", "7%", "16%", "9%", "9%", "25%"]  # the note (the gate's reason) wraps
 
@@ -65,7 +66,7 @@ def detail_html(d: dict[str, Any]) -> str:
         )
         rows = [
             [x["id"], x["skill"] or "", x["status"], "replay" if x["replay"] else "new", x["question"],
-             x["corrected_answer"]]
+             x["corrected_answer"] + (EDITED if x["edited_since"] else "")]
             for x in d["learned"]
         ]  # fmt: skip
         parts.append(table_html(["id", "skill", "status", "", "question", "correction"], rows, elem="version-learned"))
