@@ -256,10 +256,13 @@ def test_schedule_names_the_round_in_progress_and_counts_only_what_waits_for_the
     before = call(server, "GET", "/api/admin/schedule").json()
     rnd = rounds.create_round(db, method="sdft", parent_version="v0", hyperparameters={}, owner="x", demo_ids=ids[:2])
     during = call(server, "GET", "/api/admin/schedule").json()
+    call(server, "PATCH", f"/api/admin/demonstrations/{ids[0]}", json={"corrected_answer": "Edited mid-round."})
+    edited = call(server, "GET", "/api/admin/schedule").json()  # the round learns the old text: the new one waits
     rounds.fail_round(db, round_id=rnd.id, error="test")
     after = call(server, "GET", "/api/admin/schedule").json()
     waiting = before["waiting_demonstrations"]
     assert during["round_running"] == rnd.id and during["waiting_demonstrations"] == waiting - 2
+    assert edited["waiting_demonstrations"] == waiting - 1
     assert after["round_running"] is None and after["waiting_demonstrations"] == waiting
 
 

@@ -206,12 +206,15 @@ def read_round(db: Engine, round_id: int) -> dict[str, Any]:
 
 def learner_status(db: Engine) -> dict[str, Any]:
     """The round in progress ("round": a round_dict, or None) and the approved demonstrations waiting for the next
-    one ("waiting": storage's count_fresh less those the round in progress learns; "in_round": that round's)."""
+    one ("waiting": storage's count_fresh less those the round in progress learns as they read now, so one edited
+    since the round started waits; "in_round": that round's)."""
     current = next((r for r in rounds.list_rounds(db, limit=10) if r.status in ("queued", "running")), None)
     if current is None:
         return {"round": None, "waiting": count_fresh(db), "in_round": 0}
-    ids = [x.demonstration_id for x in rounds.round_demonstrations(db, round_id=current.id) if not x.replay]
-    return {"round": round_dict(db, current), "waiting": count_fresh(db, exclude=ids), "in_round": len(ids)}
+    rows = [x for x in rounds.round_demonstrations(db, round_id=current.id) if not x.replay]
+    now = {d.id: d.corrected_answer for d in get_demonstrations(db, ids=[x.demonstration_id for x in rows])}
+    same = [x.demonstration_id for x in rows if now.get(x.demonstration_id) == x.answer]
+    return {"round": round_dict(db, current), "waiting": count_fresh(db, exclude=same), "in_round": len(rows)}
 
 
 # --- retention dashboard -------------------------------------------------------------------------------------------
