@@ -161,6 +161,23 @@ def in_context(bench: Any) -> dict[str, Any] | None:
     return {**{k: record["facts"].get("report", {}).get(k) for k in METRICS}, "template": record["template"]}
 
 
+def job_seconds(bench: Any) -> float:
+    """Training plus scoring time summed over the cached records of the run's jobs (a resumed run's wall time only
+    counts its last invocation)."""
+    from learner.bench_learn import cached, plan, point_config, round_config, sequence_skills, teacher_job
+
+    names = []
+    for kind, arg in plan(bench):
+        if kind in ("base", "teacher"):
+            names.append("base" if kind == "base" else teacher_job(bench)[1])
+        elif kind == "point":
+            names.append(point_config(bench, *arg)[1])
+        else:
+            names += [round_config(bench, *arg, k)[1] for k in range(len(sequence_skills(bench)))]
+    records = [r for r in (cached(bench, n) for n in names) if r is not None]
+    return round(sum(r.get("cost", {}).get("seconds", 0.0) + r.get("eval_seconds", 0.0) for r in records), 1)
+
+
 def assemble(bench: Any, wall_seconds: float) -> dict[str, Any]:
     from learner.bench_learn import MAX_DROP, METHODS, cached, job_done, plan, run_seeds
 
@@ -201,6 +218,7 @@ def assemble(bench: Any, wall_seconds: float) -> dict[str, Any]:
         "max_drop": MAX_DROP,
         "jobs": {"done": sum(job_done(bench, *job) for job in jobs), "planned": len(jobs)},
         "wall_seconds": round(wall_seconds, 1),
+        "job_seconds": job_seconds(bench),
     }
     report["targets"] = targets(report)
     return report
@@ -247,7 +265,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"# Learning benchmark: {report['model']}", "",
              f"{report['facts']['n']} facts ({len(report['facts']['report'])} report, "
              f"{len(report['facts']['tune'])} tune), seeds {seeds}, general suite {report['general_suite']['n']} "
-             f"probes{' (quick run)' if report['quick'] else ''}; wall {report['wall_seconds']:.0f} s; "
+             f"probes{' (quick run)' if report['quick'] else ''}; wall {report['wall_seconds']:.0f} s this invocation, "
+             f"{report['job_seconds']:.0f} s of training and scoring summed over jobs; "
              f"{report['jobs']['done']} of {report['jobs']['planned']} jobs done. "
              "Accuracies in % on the report facts (mean ± std over seeds); MC = multiple choice by log-likelihood.",
              "", "| method | lr | steps | direct | indirect | direct MC | indirect MC | general | drop | leaked | "

@@ -52,6 +52,7 @@ def test_bench_learn_runs_end_to_end_and_resumes(tiny_model_dir: str, tmp_path: 
     assert sdft["cost"]["generation_s"] > 0 and sdft["cost"]["student_s"] > 0
     assert 0 <= sdft["cost"]["teacher_s"] < sdft["cost"]["generation_s"]  # teacher rollouts bring the teacher's logits
     assert doc["methods"]["sft"]["cost"]["generation_s"] == 0 and sdft["per_seed"]["direct_mc"]
+    assert doc["job_seconds"] >= sum(doc["methods"][m]["seconds"] for m in ("sft", "sdft"))
     assert doc["cost_ratio"] > 0 and doc["methods"]["sft"]["steps"] == sdft["steps"] == 2
     assert set(doc["equal_forgetting"]) == {"0.02", "0.05", "0.1"}
     for level, row in doc["equal_forgetting"].items():
