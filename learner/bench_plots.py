@@ -3,6 +3,7 @@ sequential retention matrices as heatmaps, and the training time split."""
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,10 @@ def bars(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def _spread(values: list[float]) -> float:
+    return statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
 def frontier(report: dict[str, Any], path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
@@ -50,6 +55,11 @@ def frontier(report: dict[str, Any], path: Path) -> Path:
         xs = [100 * p["general_drop"] for p in points]
         ys = [100 * (p["direct_mc"] + p["indirect_mc"]) / 2 for p in points]
         ax.scatter(xs, ys, color=COLORS.get(m), label=m, s=40)
+        xerr = [100 * (p["std"]["general_drop"] or 0) for p in points]
+        yerr = [100 * _spread([(d + i) / 2 for d, i in zip(p["per_seed"]["direct_mc"], p["per_seed"]["indirect_mc"],
+                                                           strict=True)]) for p in points]  # fmt: skip
+        if any(xerr) or any(yerr):  # one std over seeds
+            ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="none", ecolor=COLORS.get(m), elinewidth=0.8, capsize=2)
         for p, x, y in zip(points, xs, ys, strict=True):
             ax.annotate(f"{p['lr']:g}x{p['steps']}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     base = report["methods"]["base"]
@@ -57,7 +67,7 @@ def frontier(report: dict[str, Any], path: Path) -> Path:
     ax.axvline(100 * report["max_drop"], color="k", ls="--", lw=0.8, label="drop limit")
     ax.set_xlabel("general-suite drop (points; lower is better)")
     ax.set_ylabel("fact accuracy, mean of direct and indirect MC (%)")
-    ax.set_title("learn vs forget (label: lr x steps)")
+    ax.set_title("learn vs forget (label: lr x steps; bars: one std over seeds)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
