@@ -276,7 +276,7 @@ def markdown(report: dict[str, Any]) -> str:
         cells = [_pct(row[k], std.get(k)) for k in (*METRICS, "general", "general_drop")]
         flag = "" if row.get("drop_ok", True) else " (drop > 2)"
         lines.append(f"| {name}{flag} | {row.get('lr', '-')} | {row.get('steps', '-')} | " + " | ".join(cells)
-                     + f" | {row['leakage']} | {row['seconds']:.0f} |")  # fmt: skip
+                     + f" | {row['leakage']:.1f} | {row['seconds']:.0f} |")  # fmt: skip
     teacher = report.get("teacher_in_context")
     if teacher:
         lines += ["", "In context (the base model with each fact's demonstration in its prompt, the SDFT teacher's "
@@ -309,7 +309,7 @@ def markdown(report: dict[str, Any]) -> str:
             keys = ("direct_mc", "indirect_mc", "direct", "indirect", "general_drop")
             cells = [_pct(p[k], p["std"].get(k)) for k in keys]
             head = f"| {m}{' (default)' if p['default'] else ''} | {p['lr']:g} | {p['steps']} | {len(p['seeds'])} | "
-            lines.append(head + " | ".join(cells) + f" | {p['leakage']} | {p['seconds']:.0f} |")
+            lines.append(head + " | ".join(cells) + f" | {p['leakage']:.1f} | {p['seconds']:.0f} |")
     seq = report["sequential_detail"]
     lines += ["", "## Sequential skills (MC accuracy of each skill's facts after each round)", ""]
     for m, mat in seq["mc"].items():

@@ -199,7 +199,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # teacher itself rambles ("including the thinking process"), with SHORT_TEACHER_TEMPLATE it answers in a sentence
     # and stops: 67% / 67%, general drop 5.0 points (SFT: 83% / 67%, 6.7), and after two small sequential rounds the
     # general suite held 41.7% (paper template: 31.7%; SFT: 28.3%). Cooler sampling, longer training; lr 3e-4 is the
-    # top of the LoRA range.
+    # top of the LoRA range. The full run (bench/results/full, 60 facts, 3 seeds) puts lr 1e-3 x 4 epochs above this
+    # point on both axes; not adopted until small rounds (where min_steps means 12-60 epochs) are measured with it.
     "builtin": {
         "rollout_from": "teacher",
         "teacher_template": SHORT_TEACHER_TEMPLATE,
