@@ -324,15 +324,20 @@ def plan(bench: Bench) -> list[tuple[str, Any]]:
     return jobs
 
 
-def job_done(bench: Bench, kind: str, arg: Any) -> bool:
+def job_records(bench: Bench, kind: str, arg: Any) -> list[str]:
+    """The names of the records a job caches (a sequence: one per round)."""
     if kind == "base":
-        return _cached(bench, "base") is not None
+        return ["base"]
     if kind == "teacher":
-        return _cached(bench, teacher_job(bench)[1]) is not None
+        return [teacher_job(bench)[1]]
     if kind == "point":
-        return _cached(bench, point_config(bench, *arg)[1]) is not None
+        return [point_config(bench, *arg)[1]]
     method, seed = arg
-    return all(_cached(bench, round_config(bench, method, seed, k)[1]) for k in range(len(sequence_skills(bench))))
+    return [round_config(bench, method, seed, k)[1] for k in range(len(sequence_skills(bench)))]
+
+
+def job_done(bench: Bench, kind: str, arg: Any) -> bool:
+    return all(_cached(bench, name) is not None for name in job_records(bench, kind, arg))
 
 
 def job_cost(bench: Bench, kind: str, arg: Any) -> float:

@@ -164,16 +164,9 @@ def in_context(bench: Any) -> dict[str, Any] | None:
 def job_seconds(bench: Any) -> float:
     """Training plus scoring time summed over the cached records of the run's jobs (a resumed run's wall time only
     counts its last invocation)."""
-    from learner.bench_learn import cached, plan, point_config, round_config, sequence_skills, teacher_job
+    from learner.bench_learn import cached, job_records, plan
 
-    names = []
-    for kind, arg in plan(bench):
-        if kind in ("base", "teacher"):
-            names.append("base" if kind == "base" else teacher_job(bench)[1])
-        elif kind == "point":
-            names.append(point_config(bench, *arg)[1])
-        else:
-            names += [round_config(bench, *arg, k)[1] for k in range(len(sequence_skills(bench)))]
+    names = [name for job in plan(bench) for name in job_records(bench, *job)]
     records = [r for r in (cached(bench, n) for n in names) if r is not None]
     return round(sum(r.get("cost", {}).get("seconds", 0.0) + r.get("eval_seconds", 0.0) for r in records), 1)
 

@@ -144,7 +144,6 @@ class _Plan:
     examples: list[Example]  # usable ones: new, then replayed
     new_ids: list[int]
     replay_ids: list[int]
-    answers: dict[int, str]  # demonstration id -> the corrected answer `examples` trains on
     skipped: list[dict[str, Any]]
 
 
@@ -162,7 +161,6 @@ def _plan(engine: Engine, model_dir: str, config: LearnerConfig, parent_name: st
         [e for e in examples if e.demo_id in usable],
         [d.id for d in new if d.id in usable],
         [d.id for d in replay if d.id in usable],
-        {d.id: d.corrected_answer for d in new + replay},
         [{"demonstration": i, "reason": r} for i, r in skipped],
     )
 
@@ -197,7 +195,7 @@ def _run_locked(
         owner=owner,
         demo_ids=plan.new_ids,
         replay_ids=plan.replay_ids,
-        answers=plan.answers,
+        answers={e.demo_id: e.answer for e in plan.examples if e.demo_id is not None},
     )
     try:
         rounds.mark_running(engine, round_id=rnd.id)

@@ -36,12 +36,14 @@ def list_conversations(engine: Engine, *, user_id: int, limit: int = 50) -> list
 def get_messages(engine: Engine, *, conversation_id: int, user_id: int) -> list[Message]:
     """The conversation's messages in order; NotFound unless it exists and belongs to `user_id`."""
     with reading(engine) as s:
-        conv = s.get(Conversation, conversation_id)
-        if conv is None or conv.user_id != user_id:
-            raise NotFound(f"no conversation {conversation_id} of yours")
-        return list(
-            s.scalars(select(Message).where(Message.conversation_id == conversation_id).order_by(Message.position))
-        )
+        return _owned_messages(s, conversation_id=conversation_id, user_id=user_id)
+
+
+def _owned_messages(s: Session, *, conversation_id: int, user_id: int) -> list[Message]:
+    conv = s.get(Conversation, conversation_id)
+    if conv is None or conv.user_id != user_id:
+        raise NotFound(f"no conversation {conversation_id} of yours")
+    return list(s.scalars(select(Message).where(Message.conversation_id == conversation_id).order_by(Message.position)))
 
 
 def add_message(
@@ -134,8 +136,8 @@ def correct_reply(
 ) -> Demonstration:
     """Store a correction of one of the user's replies as a pending demonstration, with the conversation up to and
     including the user turn it answered (as `turns` reads it now: a snapshot, which later reviews of earlier
-    corrections do not change) and the original reply. Correcting the same reply
-    again while the first correction is still pending updates that demonstration instead of queueing a duplicate."""
+    corrections do not change) and the original reply. Correcting the same reply again while the first correction
+    is still pending updates that demonstration instead of queueing a duplicate."""
     if not correction.strip():
         raise ApprenticeError("the correction cannot be empty")
     with transaction(engine) as s:
@@ -195,11 +197,8 @@ def corrections_by_message(engine: Engine, *, conversation_id: int, user_id: int
 def turns(engine: Engine, *, conversation_id: int, user_id: int) -> list[dict[str, str]]:
     """The conversation as its user sees it and the model continues it: each reply as `shown_content` reads it."""
     with reading(engine) as s:
-        conv = s.get(Conversation, conversation_id)
-        if conv is None or conv.user_id != user_id:
-            raise NotFound(f"no conversation {conversation_id} of yours")
+        stored = _owned_messages(s, conversation_id=conversation_id, user_id=user_id)
         fixes = _corrections(s, conversation_id=conversation_id, user_id=user_id)
-        stored = s.scalars(select(Message).where(Message.conversation_id == conversation_id).order_by(Message.position))
         return [{"role": m.role, "content": shown_content(m, fixes.get(m.id))} for m in stored]
 
 

@@ -190,6 +190,15 @@ def ever_learned_demo_ids(engine: Engine) -> set[int]:
         return set(s.scalars(query))
 
 
+def unedited_demo_ids(engine: Engine, *, round_id: int) -> set[int]:
+    """The demonstrations a round learns as new whose correction has not been edited since it started."""
+    with reading(engine) as s:
+        query = _learned_as_they_are().where(
+            RoundDemonstration.round_id == round_id, RoundDemonstration.replay.is_(False)
+        )
+        return set(s.scalars(query))
+
+
 def _learned_as_they_are() -> Select:
     """Lineage rows that trained on the demonstration's current correction (an edited correction is learned again)."""
     return select(RoundDemonstration.demonstration_id).join(

@@ -211,10 +211,9 @@ def learner_status(db: Engine) -> dict[str, Any]:
     current = next((r for r in rounds.list_rounds(db, limit=10) if r.status in ("queued", "running")), None)
     if current is None:
         return {"round": None, "waiting": count_fresh(db), "in_round": 0}
-    rows = [x for x in rounds.round_demonstrations(db, round_id=current.id) if not x.replay]
-    now = {d.id: d.corrected_answer for d in get_demonstrations(db, ids=[x.demonstration_id for x in rows])}
-    same = [x.demonstration_id for x in rows if now.get(x.demonstration_id) == x.answer]
-    return {"round": round_dict(db, current), "waiting": count_fresh(db, exclude=same), "in_round": len(rows)}
+    in_round = sum(1 for x in rounds.round_demonstrations(db, round_id=current.id) if not x.replay)
+    waiting = count_fresh(db, exclude=rounds.unedited_demo_ids(db, round_id=current.id))
+    return {"round": round_dict(db, current), "waiting": waiting, "in_round": in_round}
 
 
 # --- retention dashboard -------------------------------------------------------------------------------------------
