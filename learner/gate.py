@@ -2,9 +2,12 @@
 
 `decide` is a pure function of per-skill scores (0..1 with probe counts): a candidate passes when
   1. every skill it was trained on scored at least as well as under the live version (less `trained_tolerance`),
-  2. no other skill dropped by more than `margin` (default 0.02 = 2 points), a rule that applies only to skills with
-     at least `min_probes` probes in both evaluations (smaller ones are too noisy to block a round; they are listed),
-  3. it was evaluated on every skill the live version was evaluated on.
+  2. no other skill dropped by more than `margin` (default 0.02 = 2 points) below the live version, nor below the
+     best score of any version that was ever live (so drift cannot add up over rounds); a rule that applies only to
+     skills with at least `min_probes` probes in both evaluations (smaller ones are too noisy to block a round),
+  3. it was evaluated on every skill the live version was evaluated on,
+  4. it learned its round: on the round's own demonstrations it prefers the corrected answer over the original reply
+     more often than the live version does (learner.preference; a round that learned nothing is rejected).
 
 `gate_candidate` wires it to the database: it evaluates the candidate (and the live version again when its stored
 scores are stale, i.e. the probes changed since), decides, and records the verdict. `gate_round` is the whole gate
@@ -29,6 +32,7 @@ from sqlalchemy import Engine
 
 from learner.adapters import verify_adapter
 from learner.evaluate import EvalConfig, evaluate_version, fingerprint, spec_from_row, sync_general_suite
+from learner.preference import LearnedCheck, round_learned
 from storage import demonstrations, evals, probes, rounds, versions
 
 
@@ -42,6 +46,13 @@ class GateConfig:
     )
     trained_tolerance: float = field(
         default=0.0, metadata={"help": "Drop allowed on a trained skill (0: must not get worse)."}
+    )
+    learned_min_gain: float = field(
+        default=0.05,
+        metadata={
+            "help": "When the live version already preferred every correction (or none has an original reply): the "
+            "rise in the corrections' mean log-prob per token (nats) that counts as learning."
+        },
     )
 
 
@@ -104,9 +115,12 @@ def decide(
     *,
     trained_skills: Iterable[str] = (),
     config: GateConfig = GateConfig(),
+    best: Mapping[str, tuple[str, Any]] | None = None,
+    learned: LearnedCheck | None = None,
 ) -> GateDecision:
     """Promote or reject, with a one-line reason and every per-skill check. Scores map skill -> SkillScore or
-    {"score", "n"} (as `apprentice eval --json` writes them, or storage.evals.latest_scores returns them)."""
+    {"score", "n"} (as `apprentice eval --json` writes them, or storage.evals.latest_scores returns them). `best`
+    maps a skill to (version, score) of the best version ever live on it; `learned` is the round's learning check."""
     cand = {k: _as_score(v) for k, v in candidate.items()}
     base = {k: _as_score(v) for k, v in live.items()}
     trained = set(trained_skills)
@@ -114,15 +128,27 @@ def decide(
         _check(skill, base.get(skill), cand.get(skill), skill in trained, config)
         for skill in sorted(set(cand) | set(base) | (trained & set(cand)))
     ]
-    failed = [c for c in checks if not c.passed]
+    failed = [_why(c, config) for c in checks if not c.passed]
+    for c in checks:
+        if c.passed and c.rule == "margin" and c.candidate is not None and (best or {}).get(c.skill):
+            name, top = best[c.skill][0], _as_score(best[c.skill][1])
+            if top.score - c.candidate.score > config.margin + 1e-9:
+                top_pct, cand_pct = 100 * top.score, 100 * c.candidate.score
+                failed.append(
+                    f"{c.skill} is {top_pct - cand_pct:.1f} points below {name}, the best version ever live "
+                    f"({top_pct:.1f}% -> {cand_pct:.1f}%; margin {100 * config.margin:g})"
+                )
+    if learned is not None and not learned.passed:
+        failed.append(f"learned nothing from its round: {learned.describe()}")
     if failed:
-        return GateDecision(False, "rejected: " + "; ".join(_why(c, config) for c in failed), checks)
+        return GateDecision(False, "rejected: " + "; ".join(failed), checks)
     if not checks:
         return GateDecision(False, "rejected: no evaluation results to compare", checks)
     kept = ", ".join(
         f"{c.skill} {100 * c.live.score:.1f}->{100 * c.candidate.score:.1f}" for c in checks if c.live and c.candidate
     )
-    return GateDecision(True, f"promoted: {kept or 'new skills only'}", checks)
+    taught = f"; {learned.describe()}" if learned is not None else ""
+    return GateDecision(True, f"promoted: {kept or 'new skills only'}{taught}", checks)
 
 
 def _why(check: SkillCheck, config: GateConfig) -> str:
@@ -137,15 +163,20 @@ def _why(check: SkillCheck, config: GateConfig) -> str:
     )
 
 
+def current_fingerprints(engine: Engine, eval_config: EvalConfig) -> dict[str, str]:
+    """skill -> fingerprint of its probes as they are now (a stored score with another one is stale)."""
+    by_skill: dict[str, list] = {}
+    for row in probes.list_probes(engine):
+        by_skill.setdefault(row.skill, []).append(spec_from_row(row))
+    return {skill: fingerprint(specs, eval_config) for skill, specs in by_skill.items()}
+
+
 def fresh_scores(engine: Engine, model_folder: str, version: str, eval_config: EvalConfig) -> dict[str, SkillScore]:
     """`version`'s scores on the current probes: stored ones where their probe set is unchanged, the rest scored
     now (and stored)."""
     if eval_config.general_suite is not None:
         sync_general_suite(engine, eval_config.general_suite)
-    by_skill: dict[str, list] = {}
-    for row in probes.list_probes(engine):
-        by_skill.setdefault(row.skill, []).append(spec_from_row(row))
-    current = {skill: fingerprint(specs, eval_config) for skill, specs in by_skill.items()}
+    current = current_fingerprints(engine, eval_config)
     stored = evals.latest_scores(engine, version=version)
     stale = sorted(s for s in current if s not in stored or stored[s].fingerprint != current[s])
     if stale:
@@ -169,9 +200,43 @@ def gate_candidate(
     live = live or versions.active_version(engine).name
     live_scores = fresh_scores(engine, model_folder, live, eval_config)
     cand_scores = fresh_scores(engine, model_folder, candidate, eval_config)
-    decision = decide(cand_scores, live_scores, trained_skills=trained_skills, config=config)
+    learned = learned_check(engine, model_folder, candidate=candidate, live=live, config=config)
+    best = best_live_scores(engine, eval_config, exclude=candidate)
+    decision = decide(
+        cand_scores, live_scores, trained_skills=trained_skills, config=config, best=best, learned=learned
+    )
     evals.record_gate(engine, candidate=candidate, promote=decision.promote, reason=decision.reason)
     return decision
+
+
+def best_live_scores(engine: Engine, eval_config: EvalConfig, *, exclude: str) -> dict[str, tuple[str, SkillScore]]:
+    """skill -> (version, score) of the best stored score, on today's probes, of every version that was ever live."""
+    current = current_fingerprints(engine, eval_config)
+    best: dict[str, tuple[str, SkillScore]] = {}
+    for v in versions.list_versions(engine):
+        if v.activated is None or v.name == exclude:
+            continue
+        for skill, stored in evals.latest_scores(engine, version=v.name).items():
+            if current.get(skill) == stored.fingerprint and (skill not in best or stored.score > best[skill][1].score):
+                best[skill] = (v.name, SkillScore(stored.score, stored.n))
+    return best
+
+
+def learned_check(
+    engine: Engine, model_folder: str, *, candidate: str, live: str, config: GateConfig
+) -> LearnedCheck | None:
+    """The candidate against the live version on its round's demonstrations (None for a version no round made)."""
+    cand = versions.get_version(engine, name=candidate)
+    if cand.round_id is None:
+        return None
+    return round_learned(
+        engine,
+        model_folder,
+        round_id=cand.round_id,
+        live_adapter=versions.get_version(engine, name=live).adapter_path,
+        candidate_adapter=cand.adapter_path,
+        min_gain=config.learned_min_gain,
+    )
 
 
 def trained_skills(engine: Engine, candidate: str) -> list[str]:

@@ -8,6 +8,8 @@ import logging
 
 from app.settings import Settings
 
+SHUTDOWN_GRACE_S = 4
+
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     serve = sub.add_parser("serve", help="run the web app (chat UI and API)", parents=[common])
@@ -37,5 +39,9 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     gc.freeze()
     base = f"http://{settings.host}:{settings.port}"
     print(f"Apprentice serving {settings.model} ({settings.engine}) on {base} (API: {base}/v1)", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    # SIGTERM: open connections get SHUTDOWN_GRACE_S to finish, then the engine stops; the process exits well
+    # within 10 s even with replies streaming.
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_GRACE_S
+    )
     return 0

@@ -1,0 +1,63 @@
+"""The lifelong benchmark end to end on the tiny random model: real rounds through run_round and the gate on a fresh
+database per job, the report's JSON schema, table and plot, resuming from the per-round copies, and a fact file
+written elsewhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from learner.bench_lifelong import LifelongOptions, job_dir, job_records, prepare, run_lifelong, teaching_order
+from tests.test_bench_learn import SMALL, _facts_file
+
+
+def _options(tiny_model_dir: str, tmp_path: Path, **changes) -> LifelongOptions:
+    values = dict(model_dir=tiny_model_dir, out_dir=tmp_path / "out", json_path=tmp_path / "report.json",
+                  facts_path=_facts_file(tmp_path), rounds=2, per_round=2, seeds=[0], general_n=3,
+                  eval_max_new_tokens=4, overrides={"sft": SMALL, "sdft": SMALL}, progress=False)  # fmt: skip
+    return LifelongOptions(**{**values, **changes})
+
+
+def test_lifelong_runs_rounds_under_the_gate_and_resumes(tiny_model_dir: str, tmp_path: Path) -> None:
+    options = _options(tiny_model_dir, tmp_path)
+    report = run_lifelong(options)
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc == json.loads(json.dumps(report))
+    assert set(doc) >= {"model", "facts", "seeds", "rounds", "per_round", "base", "methods"}
+    assert set(doc["base"]) >= {"general", "direct_mc", "indirect_mc", "same_gen", "para_gen"}
+    for method in ("sdft", "sft"):
+        final = doc["methods"][method]["final"]
+        assert set(final) >= {"general", "general_drop", "direct_mc", "indirect_mc", "same_gen", "para_gen",
+                              "promoted", "rounds", "retention_min", "round_seconds", "per_seed"}  # fmt: skip
+        assert final["per_seed"]["general"] == [final["general"]]
+        assert final["general_drop"] == pytest.approx(doc["base"]["general"] - final["general"])
+        rounds = doc["methods"][method]["rounds"]
+        assert [r["round"] for r in rounds] == [1, 2]
+        for r in rounds:
+            assert set(r) >= {"promoted", "reason", "general", "direct_mc", "indirect_mc", "same_gen", "para_gen",
+                              "phrase_rate", "train_s", "gate_s"}  # fmt: skip
+            assert r["reason"][0].startswith(("promoted", "rejected", "not promoted"))
+            assert r["train_s"] > 0 and r["gate_s"] > 0
+    records = job_records(prepare(options), "sdft", 0)
+    assert len(records) == 2 and records[0]["facts"].keys() < records[1]["facts"].keys()  # facts so far, growing
+    assert "| sdft |" in (options.out_dir / "bench_lifelong.md").read_text()
+    assert (options.out_dir / "bench_lifelong.png").stat().st_size > 0
+
+    # a killed job resumes from the last round's database copy: drop round 2 and run again
+    folder = job_dir(prepare(options), "sdft", 0)
+    (folder / "rounds" / "r2.json").unlink()
+    again = run_lifelong(_options(tiny_model_dir, tmp_path, methods=["sdft"]))
+    redone = job_records(prepare(options), "sdft", 0)
+    assert len(redone) == 2 and redone[0] == records[0]
+    assert again["methods"]["sdft"]["final"]["rounds"] == 2
+
+
+def test_teaching_order_interleaves_skills_and_too_few_facts_are_refused(tiny_model_dir: str, tmp_path: Path):
+    options = _options(tiny_model_dir, tmp_path)
+    run = prepare(options)
+    assert [f.skill for f in run.taught] == ["geography", "people", "geography", "people"]
+    assert teaching_order(run.taught) == run.taught
+    with pytest.raises(ValueError, match="need 6 facts; the fact file has 4"):
+        prepare(_options(tiny_model_dir, tmp_path, rounds=3))
