@@ -26,7 +26,7 @@ from app.engines.base import Delta, Sampling
 from app.state import AppState
 from storage import conversations
 from storage.demonstrations import validate_messages
-from storage.errors import ApprenticeError, Conflict
+from storage.errors import ApprenticeError
 from storage.models import Demonstration, Feedback
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,17 @@ def check_messages(messages: object) -> list[dict[str, str]]:
     for i, m in enumerate(clean):
         if not m["content"].strip():
             raise ApprenticeError(f"message {i} ({m['role']}) has empty content")
+        check_unicode(m["content"], f"message {i}")
     return clean
+
+
+def check_unicode(text: str, what: str) -> None:
+    """Text that cannot be encoded (a lone surrogate from a JSON escape) can be neither tokenized nor stored."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApprenticeError(f"{what} is not valid Unicode (it holds a lone surrogate)") from None
 
 
 def default_sampling(state: AppState) -> Sampling:
@@ -79,7 +89,7 @@ async def stream_turn(
     first delta; nothing is stored in that case."""
     messages = check_messages(messages)
     response_id = response_id or new_response_id()
-    stream = state.engine.chat(messages, sampling or default_sampling(state), version=version)
+    stream = state.engine.chat(messages, sampling or default_sampling(state), version=version, user=f"user-{user_id}")
     text, first, cid = "", None, None
     finished: Delta | None = None
     try:
@@ -118,17 +128,7 @@ def _turn(delta: Delta, text: str, response_id: str, conversation_id: int) -> Tu
 
 
 def _record_prompt(state: AppState, user_id: int, conversation_id: int | None, messages: list[dict[str, str]]) -> int:
-    if conversation_id is None:
-        title = next((m["content"] for m in messages if m["role"] == "user"), "")
-        conversation_id = conversations.create_conversation(state.db, user_id=user_id, title=title.strip()[:80]).id
-        stored: list[dict[str, str]] = []
-    else:
-        stored = conversations.turns(state.db, conversation_id=conversation_id, user_id=user_id)
-    if stored != messages[: len(stored)]:
-        raise Conflict(f"conversation {conversation_id} has changed; reload it and send the turn again")
-    for m in messages[len(stored) :]:
-        conversations.add_message(state.db, conversation_id=conversation_id, role=m["role"], content=m["content"])
-    return conversation_id
+    return conversations.record_prompt(state.db, user_id=user_id, conversation_id=conversation_id, messages=messages)
 
 
 def _record_reply(state: AppState, conversation_id: int, text: str, version: str, response_id: str) -> int:
@@ -168,6 +168,7 @@ def correct_reply(
     response_id: str | None = None,
 ) -> Demonstration:
     """A better answer for one of the user's own replies: stored as a pending demonstration with its context."""
+    check_unicode(correction, "the correction")
     return conversations.correct_reply(
         state.db, user_id=user_id, correction=correction, skill=skill, message_id=message_id, response_id=response_id
     )

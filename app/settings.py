@@ -48,8 +48,19 @@ class Settings(BaseSettings):
     max_concurrent_generations: int = Field(8, ge=1, description="Replies generated at once (one batch); more wait.")
     max_queued_requests: int = Field(64, ge=0, description="Requests waiting for a slot before new ones get 503.")
     request_timeout: float = Field(300.0, gt=0, description="Seconds a request may take, waiting included.")
+    max_requests_per_user: int = Field(
+        16,
+        ge=1,
+        description="Replies one user may have generating or waiting (each prompt of a /v1/completions list counts); "
+        "more get 503, and a list of more prompts than this is refused.",
+    )
     version_poll_seconds: float = Field(
         2.0, gt=0, description="How often the server checks the database's active version and hot-swaps to it."
+    )
+    adapter_roots: str = Field(
+        "",
+        description="Folders besides <data dir>/versions that POST /v1/load_lora_adapter may load from "
+        "(separated by ':'); an adapter anywhere else is refused.",
     )
     vllm_url: str = Field("http://127.0.0.1:8000", description="Base URL of the external vLLM server (engine=vllm).")
     vllm_api_key: str = Field("", description="API key sent to the vLLM server, if it wants one.")
@@ -102,6 +113,11 @@ class Settings(BaseSettings):
         from learner.gate import GateConfig
 
         return GateConfig(margin=self.gate_margin, min_probes=self.gate_min_probes)
+
+    def adapter_folders(self) -> list[Path]:
+        """Where adapters may be loaded from through the API: the versions folder and `adapter_roots`."""
+        extra = [Path(p) for p in self.adapter_roots.split(os.pathsep) if p.strip()]
+        return [(self.data_dir / "versions").resolve(), *(p.resolve() for p in extra)]
 
     def generation_threads(self) -> int:
         return self.threads or max(1, (os.cpu_count() or 2) - 1)

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from storage.db import reading, transaction
-from storage.errors import ApprenticeError, NotFound
+from storage.errors import ApprenticeError, Conflict, NotFound
 from storage.models import Conversation, Demonstration, Feedback, Message, utcnow
 
 
@@ -80,6 +80,33 @@ def add_message(
             conv.title = content.strip().splitlines()[0][:80] if content.strip() else ""
         s.flush()
         return msg
+
+
+def record_prompt(engine: Engine, *, user_id: int, conversation_id: int | None, messages: list[dict[str, str]]) -> int:
+    """One chat turn's prompt in one transaction: create the conversation (`conversation_id` None) or check that
+    the stored one, as its user sees it (`turns`), is a prefix of `messages`; then append the rest. Returns its id."""
+    with transaction(engine) as s:
+        if conversation_id is None:
+            title = next((m["content"] for m in messages if m["role"] == "user"), "")
+            conv = Conversation(user_id=user_id, title=title.strip()[:80])
+            s.add(conv)
+            s.flush()
+            conversation_id, stored, position = conv.id, [], 0
+        else:
+            owned = _owned_messages(s, conversation_id=conversation_id, user_id=user_id)
+            fixes = _corrections(s, conversation_id=conversation_id, user_id=user_id)
+            stored = [{"role": m.role, "content": shown_content(m, fixes.get(m.id))} for m in owned]
+            position = owned[-1].position + 1 if owned else 0
+            conv = s.get(Conversation, conversation_id)
+        if stored != messages[: len(stored)]:
+            raise Conflict(f"conversation {conversation_id} has changed; reload it and send the turn again")
+        for i, m in enumerate(messages[len(stored) :]):
+            s.add(Message(conversation_id=conversation_id, position=position + i, role=m["role"], content=m["content"]))
+        conv.updated = utcnow()
+        if not conv.title:
+            typed = next((m["content"].strip() for m in messages[len(stored) :] if m["role"] == "user"), "")
+            conv.title = typed.splitlines()[0][:80] if typed else ""
+        return conversation_id
 
 
 def truncate_after(engine: Engine, *, conversation_id: int, user_id: int, position: int) -> None:

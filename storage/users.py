@@ -17,9 +17,13 @@ _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 KEY_PREFIX = "apk-"
 
 
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")  # a lone surrogate from a JSON escape must not crash a check
+
+
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    digest = hashlib.scrypt(_bytes(password), salt=salt, dklen=32, **_SCRYPT)
     return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${salt.hex()}${digest.hex()}"
 
 
@@ -28,7 +32,7 @@ def check_password(password: str, stored: str) -> bool:
         _, n, r, p, salt, digest = stored.split("$")
     except ValueError:
         return False
-    got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), dklen=32, n=int(n), r=int(r), p=int(p))
+    got = hashlib.scrypt(_bytes(password), salt=bytes.fromhex(salt), dklen=32, n=int(n), r=int(r), p=int(p))
     return hmac.compare_digest(got.hex(), digest)
 
 
@@ -63,10 +67,20 @@ def list_users(engine: Engine) -> list[User]:
         return list(s.scalars(select(User).order_by(User.id)))
 
 
+_UNKNOWN_USER_HASH: list[str] = []  # made once: an unknown name costs the same scrypt as a known one
+
+
 def authenticate(engine: Engine, *, name: str, password: str) -> User | None:
+    """The user when name and password match. As slow for an unknown name as for a known one (the same scrypt
+    runs against a stand-in hash), so timing does not tell which names exist."""
     with reading(engine) as s:
         user = s.scalar(select(User).where(User.name == name))
-    return user if user is not None and check_password(password, user.password_hash) else None
+    if user is None:
+        if not _UNKNOWN_USER_HASH:
+            _UNKNOWN_USER_HASH.append(hash_password(secrets.token_urlsafe(16)))
+        check_password(password, _UNKNOWN_USER_HASH[0])
+        return None
+    return user if check_password(password, user.password_hash) else None
 
 
 def _key_hash(key: str) -> str:

@@ -157,7 +157,7 @@ def test_completions_stream(client):
 
 
 def test_adapters_load_and_unload_with_an_admin_key(server, client, tiny_model_dir, tmp_path):
-    path = make_adapter(tiny_model_dir, tmp_path / "ad", seed=5)
+    path = make_adapter(tiny_model_dir, server.state.settings.data_dir / "versions" / "exp-1", seed=5)
     admin = server.headers("ann")
     r = client.post("/v1/load_lora_adapter", json={"lora_name": "exp-1", "lora_path": path}, headers=admin)
     assert r.status_code == 200 and "exp-1" in r.text
@@ -213,7 +213,8 @@ USER = [{"role": "user", "content": "hi"}]
         ("/v1/feedback", {"response_id": "chatcmpl-nope"}, "bob", 400, "send a rating"),
         ("/v1/feedback", {"response_id": "x", "rating": 5}, "bob", 400, "rating"),
         ("/v1/load_lora_adapter", {"lora_name": "x", "lora_path": "/tmp"}, "bob", 403, "admin"),
-        ("/v1/load_lora_adapter", {"lora_name": "x", "lora_path": "/tmp"}, "ann", 400, "not a LoRA adapter folder"),
+        ("/v1/load_lora_adapter", {"lora_name": "x", "lora_path": "/tmp"}, "ann", 403, "adapters load only from"),
+        ("/v1/load_lora_adapter", {"lora_name": "x", "lora_path": "/etc/../tmp/x/../../etc"}, "ann", 403, "only from"),
         ("/v1/unload_lora_adapter", {"lora_name": "v0"}, "ann", 409, "base model"),
         ("/v1/unload_lora_adapter", {"lora_name": "v7"}, "ann", 404, "not loaded"),
     ],

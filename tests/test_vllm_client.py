@@ -27,7 +27,12 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
-    settings = Settings(data_dir=tmp_path_factory.mktemp("vllm-data"), model=tiny_model_dir, version_poll_seconds=60)
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("vllm-data"),
+        model=tiny_model_dir,
+        version_poll_seconds=60,
+        adapter_roots=str(tmp_path_factory.getbasetemp()),  # the tests' adapters live in their tmp_path
+    )
     with running_server(settings) as running:
         yield running
 
@@ -100,7 +105,7 @@ def test_errors_are_clear(server):
     with pytest.raises(EngineError, match="limit of 200 tokens"):
         asyncio.run(collect(vllm.chat([{"role": "user", "content": "w " * 300}], GREEDY)))
     with pytest.raises(RemoteError, match="not a LoRA adapter folder") as bad:
-        asyncio.run(vllm.load("r9", "/nonexistent"))
+        asyncio.run(vllm.load("r9", str(server.state.settings.data_dir / "versions" / "nonexistent")))
     assert bad.value.status == 400
     down = VllmEngine(f"http://127.0.0.1:{free_port()}", base_model="v0", tokenizer=vllm.tokenizer)
     with pytest.raises(RemoteError, match="cannot be reached|failed mid-reply") as gone:

@@ -18,7 +18,7 @@ import asyncio
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Path, Query
 from fastapi.responses import PlainTextResponse
 
 from app.api import admin_protocol as p
@@ -41,6 +41,10 @@ async def reviewer_user(user: UserDep) -> User:
 
 
 ReviewerDep = Annotated[User, Depends(reviewer_user)]
+DemoId = Annotated[int, Path(ge=1, le=p.MAX_ID, description="a demonstration's id")]
+RoundId = Annotated[int, Path(ge=1, le=p.MAX_ID, description="a round's id")]
+JobId = Annotated[int, Path(ge=1, le=p.MAX_ID, description="a job's id")]
+
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
 
@@ -70,10 +74,14 @@ async def list_demonstrations(
     since: Annotated[str | None, Query(description="created at or after (ISO date/time)")] = None,
     until: Annotated[str | None, Query(description="created before (ISO date/time)")] = None,
     text: Annotated[str | None, Query(description="in the conversation, original or correction")] = None,
-    round: Annotated[int | None, Query(description="learned by this training round")] = None,  # noqa: A002
+    round: Annotated[int | None, Query(ge=1, le=p.MAX_ID, description="learned by this training round")] = None,  # noqa: A002
     flagged: Annotated[bool, Query(description="only those whose latest teacher check disagrees")] = False,
-    before: Annotated[int | None, Query(description="the next, older page: the `older` cursor")] = None,
-    after: Annotated[int | None, Query(description="the previous, newer page: the `newer` cursor")] = None,
+    before: Annotated[
+        int | None, Query(ge=0, le=p.MAX_ID, description="the next, older page: the `older` cursor")
+    ] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=p.MAX_ID, description="the previous, newer page: the `newer` cursor")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 25,
 ) -> dict:
     author_id = None
@@ -90,26 +98,26 @@ async def list_demonstrations(
 
 
 @router.get("/demonstrations/{demo_id}", response_model=p.DemonstrationOut, summary="One demonstration")
-async def get_demonstration(demo_id: int, user: ReviewerDep, state: StateDep) -> dict:
+async def get_demonstration(demo_id: DemoId, user: ReviewerDep, state: StateDep) -> dict:
     return await thread(admin_data.read_demo, state.db, demo_id)
 
 
 @router.post("/demonstrations/{demo_id}/approve", response_model=p.DemonstrationOut, summary="Approve (train on it)")
-async def approve(demo_id: int, user: ReviewerDep, state: StateDep) -> dict:
+async def approve(demo_id: DemoId, user: ReviewerDep, state: StateDep) -> dict:
     await thread(review.approve, state.db, demo_id=demo_id, reviewer_id=user.id)
     return await thread(admin_data.read_demo, state.db, demo_id)
 
 
 @router.post("/demonstrations/{demo_id}/reject", response_model=p.DemonstrationOut, summary="Reject, with a reason")
 async def reject(
-    demo_id: int, user: ReviewerDep, state: StateDep, body: p.RejectIn = Body(default_factory=p.RejectIn)
+    demo_id: DemoId, user: ReviewerDep, state: StateDep, body: p.RejectIn = Body(default_factory=p.RejectIn)
 ) -> dict:
     await thread(review.reject, state.db, demo_id=demo_id, reviewer_id=user.id, reason=body.reason)
     return await thread(admin_data.read_demo, state.db, demo_id)
 
 
 @router.patch("/demonstrations/{demo_id}", response_model=p.DemonstrationOut, summary="Edit correction / skill")
-async def edit(demo_id: int, body: p.EditIn, user: ReviewerDep, state: StateDep) -> dict:
+async def edit(demo_id: DemoId, body: p.EditIn, user: ReviewerDep, state: StateDep) -> dict:
     await thread(
         review.edit, state.db, demo_id=demo_id, corrected_answer=body.corrected_answer, skill=body.skill,
         editor_id=user.id,
@@ -119,7 +127,7 @@ async def edit(demo_id: int, body: p.EditIn, user: ReviewerDep, state: StateDep)
 
 @router.post("/demonstrations/{demo_id}/hold-out", response_model=p.HoldOutOut, summary="Hold out as a probe")
 async def hold_out(
-    demo_id: int, user: ReviewerDep, state: StateDep, body: p.HoldOutIn = Body(default_factory=p.HoldOutIn)
+    demo_id: DemoId, user: ReviewerDep, state: StateDep, body: p.HoldOutIn = Body(default_factory=p.HoldOutIn)
 ) -> dict:
     probe = await thread(
         review.hold_out, state.db, demo_id=demo_id, reviewer_id=user.id, skill=body.skill, grader=body.grader,
@@ -141,7 +149,7 @@ async def bulk(body: p.BulkIn, user: ReviewerDep, state: StateDep) -> dict:
     response_model=p.DemonstrationOut,
     summary="The live model's answer without and with the demonstration in context",
 )
-async def teacher_check(demo_id: int, user: ReviewerDep, state: StateDep) -> dict:
+async def teacher_check(demo_id: DemoId, user: ReviewerDep, state: StateDep) -> dict:
     return await admin_actions.teacher_check(state, demo_id)
 
 
@@ -182,7 +190,7 @@ async def list_rounds(user: AdminDep, state: StateDep, limit: Annotated[int, Que
 
 
 @router.get("/rounds/{round_id}", response_model=p.RoundDetailOut, summary="A round with its per-step metrics")
-async def get_round(round_id: int, user: AdminDep, state: StateDep) -> dict:
+async def get_round(round_id: RoundId, user: AdminDep, state: StateDep) -> dict:
     return await thread(admin_data.read_round, state.db, round_id)
 
 
@@ -214,7 +222,7 @@ async def list_jobs(user: AdminDep, state: StateDep) -> list[dict]:
 
 
 @router.get("/jobs/{job_id}", response_model=p.JobOut, summary="One background job")
-async def get_job(job_id: int, user: AdminDep, state: StateDep) -> dict:
+async def get_job(job_id: JobId, user: AdminDep, state: StateDep) -> dict:
     return admin_jobs.jobs_of(state).get(job_id)
 
 

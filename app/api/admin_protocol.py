@@ -5,9 +5,14 @@ The shapes follow app/ui/admin_data.py, which builds the same data for the admin
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
+
+from app.api.protocol import RequestModel
+
+MAX_ID = 2**63 - 1  # the database's integer range: a larger id is malformed (400), not merely unknown (404)
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 class Message(BaseModel):
@@ -52,16 +57,16 @@ class QueuePageOut(BaseModel):
     items: list[DemonstrationOut]
 
 
-class RejectIn(BaseModel):
+class RejectIn(RequestModel):
     reason: str = Field("", description="Why it was rejected (kept with the demonstration).")
 
 
-class EditIn(BaseModel):
+class EditIn(RequestModel):
     corrected_answer: str | None = Field(None, description="The new correction.")
     skill: str | None = Field(None, description="The new skill; '' clears it.")
 
 
-class HoldOutIn(BaseModel):
+class HoldOutIn(RequestModel):
     skill: str | None = Field(None, description="The probe's skill (default: the demonstration's).")
     grader: Literal["exact", "contains", "regex", "choice"] | None = Field(
         None,
@@ -78,8 +83,8 @@ class HoldOutOut(BaseModel):
     grader: str
 
 
-class BulkIn(BaseModel):
-    ids: list[int] = Field(min_length=1, max_length=500)
+class BulkIn(RequestModel):
+    ids: list[Id] = Field(min_length=1, max_length=500)
     action: Literal["approve", "reject", "hold_out"]
     reason: str = ""
     skill: str | None = None
@@ -187,7 +192,7 @@ class JobOut(BaseModel):
     finished: str | None
 
 
-class EvaluateIn(BaseModel):
+class EvaluateIn(RequestModel):
     version: str | None = Field(None, description="Default: the live version.")
     skills: list[str] | None = Field(None, description="Default: every skill.")
 

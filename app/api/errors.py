@@ -57,7 +57,9 @@ def install_error_handlers(app: FastAPI) -> None:
         if not problems:
             return error_response(400, "the request body is not valid")
         first = problems[0]
-        if first.get("type") == "json_invalid" or tuple(first.get("loc", ())) == ("body",):
+        if first.get("type") == "json_invalid" or (
+            tuple(first.get("loc", ())) == ("body",) and first.get("type") != "value_error"
+        ):
             return error_response(400, "the request body must be a JSON object")
         message = "; ".join(f"{_field(p['loc'])}: {p['msg']}" for p in problems[:5])
         return error_response(400, message, param=_field(first["loc"]))

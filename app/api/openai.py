@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
@@ -18,6 +20,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from app import chat_service
 from app.api.deps import AdminDep, StateDep, UserDep
+from app.api.errors import error_body
 from app.api.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -28,8 +31,9 @@ from app.api.protocol import (
 from app.chat_service import TurnDelta, new_response_id
 from app.engines.base import Delta, Sampling
 from app.state import AppState
-from storage.errors import ApprenticeError, NotFound
+from storage.errors import ApprenticeError, Forbidden, NotFound
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1")
 VERSION_HEADER = "X-Model-Version"
 ACTIVE_ALIASES = ("default", "active")
@@ -55,6 +59,19 @@ def _finish(reason: str | None) -> str | None:
 
 def _sse(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+async def _next_or_error(stream: AsyncIterator[Any]) -> Any:
+    """The stream's next item, or None when it failed (logged): a stream that has begun ends with an error event."""
+    try:
+        return await anext(stream)
+    except Exception:
+        log.exception("a streamed reply failed")
+        return None
+
+
+def _stream_error() -> str:
+    return _sse(error_body(500, "the reply failed; the server log has the details")) + "data: [DONE]\n\n"
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -138,7 +155,10 @@ async def _chat_events(first: TurnDelta, turn: AsyncIterator[TurnDelta], usage: 
             if d.finish_reason is not None:
                 yield chunk({}, d.finish_reason)
                 break
-            d = await anext(turn)
+            d = await _next_or_error(turn)
+            if d is None:
+                yield _stream_error()
+                return
         if usage:
             yield _sse(
                 {
@@ -156,14 +176,18 @@ async def _chat_events(first: TurnDelta, turn: AsyncIterator[TurnDelta], usage: 
 
 
 @router.post("/completions", response_model=None)
-async def completions(body: CompletionRequest, state: StateDep, _user: UserDep) -> JSONResponse | StreamingResponse:
+async def completions(body: CompletionRequest, state: StateDep, user: UserDep) -> JSONResponse | StreamingResponse:
     prompts = body.prompts()
+    share = state.settings.max_requests_per_user
+    if len(prompts) > share:
+        raise ApprenticeError(f"at most {share} prompts per request (max_requests_per_user), not {len(prompts)}")
     version = resolve_model(state, body.model) or state.engine.active  # one version for every prompt
     sampling = body.sampling(body.max_tokens)
+    owner = f"user-{user.id}"
     if body.stream:
         if len(prompts) > 1 or body.logprobs is not None:
             raise ApprenticeError("streaming takes one prompt and no logprobs; send stream=false for those")
-        stream = state.engine.complete(prompts[0], sampling, version=version)
+        stream = state.engine.complete(prompts[0], sampling, version=version, user=owner)
         first = await anext(stream)
         usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
@@ -171,7 +195,12 @@ async def completions(body: CompletionRequest, state: StateDep, _user: UserDep) 
             media_type="text/event-stream",
             headers={VERSION_HEADER: first.version},
         )
-    choices = await asyncio.gather(*(_one_completion(state, p, sampling, version, body) for p in prompts))
+    try:  # one prompt refused (503 for a full share, a 4xx) cancels the others, queued or running
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_one_completion(state, p, sampling, version, body, owner)) for p in prompts]
+    except* ApprenticeError as errors:
+        raise errors.exceptions[0] from None
+    choices = [t.result() for t in tasks]
     for i, choice in enumerate(choices):
         choice["index"] = i
     usage = _usage(sum(c.pop("_prompt") for c in choices), sum(c.pop("_completion") for c in choices))
@@ -187,11 +216,11 @@ async def completions(body: CompletionRequest, state: StateDep, _user: UserDep) 
 
 
 async def _one_completion(
-    state: AppState, prompt: str | list[int], sampling: Sampling, version: str, body: CompletionRequest
+    state: AppState, prompt: str | list[int], sampling: Sampling, version: str, body: CompletionRequest, owner: str
 ) -> dict[str, Any]:
     engine = state.engine
     text, last = "", Delta(text="", version=version)
-    async for last in engine.complete(prompt, sampling, version=version):
+    async for last in engine.complete(prompt, sampling, version=version, user=owner):
         text += last.text
     prompt_text = prompt if isinstance(prompt, str) else engine.tokenizer.decode(prompt)
     choice: dict[str, Any] = {
@@ -230,7 +259,10 @@ async def _completion_events(
             yield _sse({**head, "choices": [choice]})
             if d.finish_reason is not None:
                 break
-            d = await anext(stream)
+            d = await _next_or_error(stream)
+            if d is None:
+                yield _stream_error()
+                return
         if usage:
             yield _sse({**head, "choices": [], "usage": _usage(d.prompt_tokens, d.completion_tokens)})
         yield "data: [DONE]\n\n"
@@ -270,7 +302,12 @@ async def feedback(body: FeedbackRequest, state: StateDep, user: UserDep) -> JSO
 
 @router.post("/load_lora_adapter")
 async def load_lora_adapter(body: LoadAdapterRequest, state: StateDep, _admin: AdminDep) -> PlainTextResponse:
-    await state.engine.load(body.lora_name, body.lora_path)
+    path = Path(body.lora_path).resolve()  # symlinks and ".." resolved before the check
+    roots = state.settings.adapter_folders()
+    if not any(path.is_relative_to(root) for root in roots):
+        allowed = ", ".join(str(r) for r in roots)
+        raise Forbidden(f"adapters load only from {allowed} (APPRENTICE_ADAPTER_ROOTS adds folders), not {path}")
+    await state.engine.load(body.lora_name, str(path))
     return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' added successfully.")
 
 

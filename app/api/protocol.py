@@ -1,21 +1,61 @@
 """Request bodies of the /v1 API (OpenAI's field names and ranges; unknown fields are ignored as OpenAI does).
 
-Range checks happen here, so a bad value is a 400 naming the field; conversation checks (roles, empty text, the last
-turn) happen in app.chat_service so the UI gets the same messages.
+Range and type checks happen here, strictly (`"max_tokens": "12"` or `[[false]]` as token ids is refused, not
+coerced), so a bad value is a 400 naming the field; text must be valid Unicode (no lone surrogates). Conversation
+checks (roles, empty text, the last turn) happen in app.chat_service so the UI gets the same messages. The response
+shapes for the OpenAPI document are in app/api/responses.py.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.engines.base import STOP_LIMIT, Sampling
 from storage.errors import ApprenticeError
 
+MAX_SEED = 2**63 - 1
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+
+def lone_surrogate(value: Any, where: str = "") -> str | None:
+    """Where in a JSON value a string holds a lone surrogate (not valid Unicode, so not storable or tokenizable)."""
+    if isinstance(value, str):
+        if value.isascii():
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "text"
+        return None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = lone_surrogate(key, where) or lone_surrogate(item, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
+class RequestModel(BaseModel):
+    """Every request body of the API (the admin API's too): strict types, valid Unicode, unknown fields ignored."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        where = lone_surrogate(data)
+        if where:
+            raise ValueError(f"{where}: text must be valid Unicode (a lone surrogate such as \\ud800 is not)")
+        return data
+
+
+_Request = RequestModel
 
 
 class ContentPart(_Request):
@@ -46,7 +86,7 @@ class _Sampled(_Request):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-MAX_SEED, le=MAX_SEED)
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="one choice per request")

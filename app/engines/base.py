@@ -7,8 +7,12 @@ Version names are strings; `BASE_VERSION` ("v0") is the base model without an ad
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +20,7 @@ from storage.errors import ApprenticeError
 
 BASE_VERSION = "v0"
 STOP_LIMIT = 4  # stop strings per request, as in OpenAI's API
+INLINE_TOKENIZE_CHARS = 4096  # longer inputs are tokenized in a worker thread, off the event loop
 
 
 class EngineError(ApprenticeError):
@@ -37,6 +42,7 @@ class Limits:
     max_concurrent: int = 8
     max_queued: int = 64
     request_timeout: float = 300.0
+    max_per_user: int = 16  # generations one user may have running or waiting (each prompt of a request counts)
 
     @classmethod
     def from_settings(cls, settings: Any) -> Limits:
@@ -46,12 +52,13 @@ class Limits:
             max_concurrent=settings.max_concurrent_generations,
             max_queued=settings.max_queued_requests,
             request_timeout=settings.request_timeout,
+            max_per_user=settings.max_requests_per_user,
         )
 
 
 @dataclass(frozen=True)
 class Sampling:
-    temperature: float = 0.7  # 0 means greedy
+    temperature: float = 0.7  # 0 means greedy (so does anything under 1e-4: app.engines.sampling.GREEDY_BELOW)
     top_p: float = 1.0
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
@@ -83,6 +90,36 @@ def check_input_length(n_tokens: int, limits: Limits) -> None:
         )
 
 
+class UserShare:
+    """How many generations each user has running or waiting: one user cannot take every slot and the whole
+    waiting line. Thread-safe; `hold(user)` is the only way in."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self, user: str | None) -> Iterator[None]:
+        if user is None:  # the server's own work (benchmarks, evaluation)
+            yield
+            return
+        with self._lock:
+            if self._held[user] >= self.limit:
+                raise EngineBusy(
+                    f"you already have {self._held[user]} replies running or waiting, this server's limit per user "
+                    "(max_requests_per_user); try again when one has finished"
+                )
+            self._held[user] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held[user] -= 1
+                if self._held[user] <= 0:
+                    del self._held[user]
+
+
 @dataclass
 class Delta:
     text: str
@@ -106,6 +143,27 @@ class Engine(ABC):
     """One base model, any number of loaded versions (LoRA adapters), one of them active for new requests."""
 
     tokenizer: Any  # the base model's tokenizer (chat template, token ids of prompts)
+    _longest_token: int = 0
+
+    def longest_token_chars(self) -> int:
+        """An upper bound on the characters one token stands for (its byte-level spelling is at least as long)."""
+        if not self._longest_token:
+            vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
+            self._longest_token = max(len(t) for t in vocab if t is not None)
+        return self._longest_token
+
+    async def prompt_ids(self, encode: Callable[[], list[int]], text_chars: int, limits: Limits) -> list[int]:
+        """Tokenize off the event loop, after refusing at once a text too long to fit the input limit (whatever it
+        tokenizes to), so a huge message never occupies the tokenizer."""
+        if text_chars > limits.max_input_tokens * self.longest_token_chars():
+            raise EngineError(
+                f"the input is {text_chars} characters long, more than {limits.max_input_tokens} tokens could hold "
+                f"(this server's limit is {limits.max_input_tokens} tokens, max_input_tokens); shorten the conversation"
+            )
+        # a short text tokenizes in well under a millisecond: a thread would cost more (and reorder requests)
+        ids = encode() if text_chars <= INLINE_TOKENIZE_CHARS else await asyncio.to_thread(encode)
+        check_input_length(len(ids), limits)
+        return ids
 
     def encode(self, prompt: str | list[int]) -> list[int]:
         """Token ids of a raw prompt (a list of ids is checked and returned as is)."""
@@ -141,13 +199,14 @@ class Engine(ABC):
 
     @abstractmethod
     def chat(
-        self, messages: list[dict[str, str]], sampling: Sampling, *, version: str | None = None
+        self, messages: list[dict[str, str]], sampling: Sampling, *, version: str | None = None, user: str | None = None
     ) -> AsyncIterator[Delta]:
-        """Stream one assistant reply to a conversation (chat template applied, message text kept as text)."""
+        """Stream one assistant reply to a conversation (chat template applied, message text kept as text).
+        `user` names whose share of the server it counts against (Limits.max_per_user); None: the server's own."""
 
     @abstractmethod
     def complete(
-        self, prompt: str | list[int], sampling: Sampling, *, version: str | None = None
+        self, prompt: str | list[int], sampling: Sampling, *, version: str | None = None, user: str | None = None
     ) -> AsyncIterator[Delta]:
         """Stream a raw continuation of `prompt` (text or token ids; no chat template). max_tokens may be 0."""
 

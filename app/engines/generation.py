@@ -12,6 +12,7 @@ No asyncio here: a job reports through its `emit` callback (thread-safe on the c
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import inspect
 import logging
@@ -26,7 +27,7 @@ import torch
 from transformers import DynamicCache
 
 from app.engines.base import Delta, EngineBusy, Sampling
-from app.engines.sampling import Detokenizer, StopText, choose_token, make_generator
+from app.engines.sampling import GREEDY_BELOW, Detokenizer, StopText, choose_token, make_generator
 
 log = logging.getLogger(__name__)
 BASE_ADAPTER = "__base__"
@@ -41,6 +42,7 @@ class Job:
     sampling: Sampling
     deadline: float  # time.monotonic()
     emit: Callable[[Delta | BaseException], None]
+    owner: str | None = None  # whose share it counts against: a free slot goes to the owner running the fewest
     cancelled: bool = False
     generated: list[int] = field(default_factory=list)
     prefilled: int = 0
@@ -132,6 +134,8 @@ class GenerationLoop:
 
     def submit(self, job: Job) -> None:
         with self._cond:
+            if self._closed:
+                raise EngineBusy("the server is shutting down")
             if len(self._waiting) >= self.max_waiting + max(0, self.max_batch - self._busy()):
                 raise EngineBusy(
                     f"the server is busy: {self.max_batch} replies are being generated and {len(self._waiting)} "
@@ -158,11 +162,12 @@ class GenerationLoop:
             self._cond.notify()
         return future
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop after the current step; every job still in flight or waiting gets an error."""
         with self._cond:
             self._closed = True
             self._cond.notify()
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=timeout)
 
     def _busy(self) -> int:
         return len(self._admitted)
@@ -179,10 +184,11 @@ class GenerationLoop:
                         break
                     calls = list(self._calls)
                     self._calls.clear()
-                    self._admit()
                 for fn, future in calls:
                     self._run_call(fn, future)
                 try:
+                    with self._cond:
+                        self._admit()
                     self._drop_finished()
                     self._prefill()
                     if self._batch is not None:
@@ -203,7 +209,7 @@ class GenerationLoop:
     def _admit(self) -> None:
         now = time.monotonic()
         while self._waiting and self._busy() < self.max_batch:
-            job = self._waiting.popleft()
+            job = self._next_waiting()
             if job.cancelled:
                 continue
             if now > job.deadline:
@@ -218,6 +224,13 @@ class GenerationLoop:
             self._waiting.remove(job)
             if not job.cancelled:
                 job.emit(EngineBusy("timed out waiting for a free generation slot (request_timeout)"))
+
+    def _next_waiting(self) -> Job:
+        """The oldest waiting job of an owner with the fewest jobs admitted: one user's burst waits its turn."""
+        running = collections.Counter(j.owner for j in self._admitted)
+        job = min(self._waiting, key=lambda j: running[j.owner])  # min keeps the first (oldest) of equals
+        self._waiting.remove(job)
+        return job
 
     def _forward(self, adapters: list[str], **kwargs: Any) -> torch.Tensor:
         self.adapter_names = adapters
@@ -240,8 +253,8 @@ class GenerationLoop:
             budget -= n
             if job.prefilled == len(job.prompt):
                 self._prefilling.popleft()
-                token = choose_token(logits[0], job.sampling, job.generator)
-                if self._advance(job, token):
+                token = self._choose(job, logits[0])
+                if token is None or self._advance(job, token):
                     self._admitted.discard(job)
                 else:
                     single = _Batch(job, job.cache, token, self.device)
@@ -265,14 +278,24 @@ class GenerationLoop:
         batch.mask, batch.pos = mask, batch.pos + 1
         self.stats["steps"] += 1
         self.stats["max_rows"] = max(self.stats["max_rows"], len(batch.jobs))
-        if all(j.sampling.temperature == 0 for j in batch.jobs):
-            tokens = logits.argmax(-1).tolist()
+        if all(j.sampling.temperature < GREEDY_BELOW for j in batch.jobs):
+            tokens: list[int | None] = logits.argmax(-1).tolist()
         else:
-            tokens = [choose_token(logits[i], j.sampling, j.generator) for i, j in enumerate(batch.jobs)]
-        batch.last = torch.tensor(tokens, device=self.device)[:, None]
-        done = [self._advance(job, token) for job, token in zip(batch.jobs, tokens, strict=True)]
+            tokens = [self._choose(j, logits[i]) for i, j in enumerate(batch.jobs)]
+        batch.last = torch.tensor([t or 0 for t in tokens], device=self.device)[:, None]
+        done = [t is None or self._advance(job, t) for job, t in zip(batch.jobs, tokens, strict=True)]
         if any(done):
             self._keep([i for i, d in enumerate(done) if not d])
+
+    def _choose(self, job: Job, logits: torch.Tensor) -> int | None:
+        """The job's next token; None when choosing failed, and then that job alone has failed (reported to it)."""
+        try:
+            return choose_token(logits, job.sampling, job.generator)
+        except Exception as e:  # sampling is built not to fail; if it still does, the neighbours must not notice
+            log.exception("sampling failed for one request")
+            job.cancelled = True
+            job.emit(RuntimeError(f"sampling failed: {e}"))
+            return None
 
     def _advance(self, job: Job, token: int) -> bool:
         """Account one new token of `job`, stream its text; True when the job is finished."""

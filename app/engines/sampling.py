@@ -14,29 +14,49 @@ import torch
 
 from app.engines.base import Sampling
 
+GREEDY_BELOW = 1e-4  # temperatures under this pick the most likely token (in float32 the two cannot differ)
+
 
 def make_generator(sampling: Sampling, device: torch.device) -> torch.Generator | None:
     """A per-request generator when a seed is given, so a seeded reply does not depend on its batch neighbours."""
-    if sampling.seed is None or sampling.temperature == 0:
+    if sampling.seed is None or sampling.temperature < GREEDY_BELOW:
         return None
     gen = torch.Generator(device=device)
-    gen.manual_seed(sampling.seed)
+    gen.manual_seed(sampling.seed % 2**64)
     return gen
 
 
 def choose_token(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> int:
-    """The next token from one row of logits: argmax at temperature 0, else temperature + nucleus sampling."""
-    if sampling.temperature == 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    """The next token from one row of logits: argmax at temperature 0 (or under GREEDY_BELOW), else temperature +
+    nucleus sampling. Cannot fail on any temperature >= 0 and top_p > 0, however small: the scaled logits are
+    shifted so the largest is 0 (no overflow), the most likely token always stays in the nucleus, and a row whose
+    probabilities are not usable (NaN logits) falls back to argmax."""
+    greedy = int(torch.argmax(torch.nan_to_num(logits.float(), nan=float("-inf"))))
+    if sampling.temperature < GREEDY_BELOW:
+        return greedy
+    shifted = torch.nan_to_num(logits.float(), nan=float("-inf"), posinf=float("inf"))
+    top = shifted.max()
+    if not torch.isfinite(top):
+        return greedy
+    probs = torch.softmax((shifted - top) / sampling.temperature, dim=-1)
     if sampling.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
         # keep the smallest prefix whose mass reaches top_p (the first token always stays)
         drop = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= sampling.top_p
+        drop[0] = False
         sorted_probs[drop] = 0.0
+        if not _usable(sorted_probs):
+            return greedy
         pick = torch.multinomial(sorted_probs, 1, generator=generator)
         return int(order[pick])
+    if not _usable(probs):
+        return greedy
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _usable(probs: torch.Tensor) -> bool:
+    """What torch.multinomial accepts: finite, non-negative, with some mass."""
+    return bool(torch.isfinite(probs).all() and (probs >= 0).all() and probs.sum() > 0)
 
 
 class Detokenizer:

@@ -32,7 +32,7 @@ from app.engines.base import (
     Limits,
     Sampling,
     TokenLogprob,
-    check_input_length,
+    UserShare,
     check_sampling,
 )
 from app.engines.generation import BASE_ADAPTER, GenerationLoop, Job
@@ -72,6 +72,7 @@ class TransformersEngine(Engine):
             prefill_chunk=prefill_chunk,
         )
         self._adapters = AdapterSet(model, self._gen)
+        self._share = UserShare(self.limits.max_per_user)
         self._versions: dict[str, tuple[str, str | None]] = {BASE_VERSION: (BASE_ADAPTER, None)}  # name -> key, path
         self._active = BASE_VERSION
         self._inflight: collections.Counter[str] = collections.Counter()
@@ -201,21 +202,40 @@ class TransformersEngine(Engine):
     # ---- generation
 
     def chat(
-        self, messages: list[dict[str, str]], sampling: Sampling, *, version: str | None = None
+        self, messages: list[dict[str, str]], sampling: Sampling, *, version: str | None = None, user: str | None = None
     ) -> AsyncIterator[Delta]:
-        return self._stream(lambda: encode_chat(self.tokenizer, messages), sampling, version)
+        chars = sum(len(m.get("content") or "") for m in messages)
+        return self._stream(lambda: encode_chat(self.tokenizer, messages), chars, sampling, version, user)
 
     def complete(
-        self, prompt: str | list[int], sampling: Sampling, *, version: str | None = None
+        self, prompt: str | list[int], sampling: Sampling, *, version: str | None = None, user: str | None = None
     ) -> AsyncIterator[Delta]:
-        return self._stream(lambda: self.encode(prompt), sampling, version, allow_zero_tokens=True)
+        encode = lambda: self.encode(prompt)  # noqa: E731
+        return self._stream(encode, len(prompt), sampling, version, user, allow_zero_tokens=True)
 
     async def _stream(
-        self, encode: Any, sampling: Sampling, version: str | None, *, allow_zero_tokens: bool = False
+        self,
+        encode: Any,
+        chars: int,
+        sampling: Sampling,
+        version: str | None,
+        user: str | None,
+        *,
+        allow_zero_tokens: bool = False,
     ) -> AsyncIterator[Delta]:
         check_sampling(sampling, self.limits, allow_zero_tokens=allow_zero_tokens)
-        ids = encode()
-        check_input_length(len(ids), self.limits)
+        ids = await self.prompt_ids(encode, chars, self.limits)
+        replies = self._generate(ids, sampling, version, user)
+        try:
+            with self._share.hold(user):
+                async for delta in replies:
+                    yield delta
+        finally:
+            await replies.aclose()  # at once, not when collected: frees the slot (its cleanup never waits)
+
+    async def _generate(
+        self, ids: list[int], sampling: Sampling, version: str | None, user: str | None
+    ) -> AsyncIterator[Delta]:
         context = getattr(self._gen.model.config, "max_position_embeddings", None)
         if context and len(ids) + sampling.max_tokens > context:
             raise EngineError(
@@ -237,6 +257,7 @@ class TransformersEngine(Engine):
                 sampling=sampling,
                 deadline=time.monotonic() + self.limits.request_timeout,
                 emit=_emitter(asyncio.get_running_loop(), queue),
+                owner=user,
             )
             self._gen.submit(job)
             while True:
@@ -261,8 +282,7 @@ class TransformersEngine(Engine):
     async def prompt_logprobs(
         self, prompt: str | list[int], *, version: str | None = None, top: int = 0
     ) -> list[TokenLogprob]:
-        ids = self.encode(prompt)
-        check_input_length(len(ids), self.limits)
+        ids = await self.prompt_ids(lambda: self.encode(prompt), len(prompt), self.limits)
         name, key = self._acquire(version)
         try:
             rows = await asyncio.wrap_future(self._gen.call(lambda: self._gen.score(ids, key, top)))

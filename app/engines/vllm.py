@@ -30,7 +30,7 @@ from app.engines.base import (
     Limits,
     Sampling,
     TokenLogprob,
-    check_input_length,
+    UserShare,
     check_sampling,
 )
 from learner.chat import encode_chat
@@ -62,6 +62,7 @@ class VllmEngine(Engine):
         self.base_model = base_model
         self.tokenizer = tokenizer
         self.limits = limits or Limits()
+        self._share = UserShare(self.limits.max_per_user)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = httpx.Timeout(self.limits.request_timeout, connect=connect_timeout)
         self._paths: dict[str, str | None] = {BASE_VERSION: None}
@@ -177,21 +178,38 @@ class VllmEngine(Engine):
     # ---- generation
 
     def chat(
-        self, messages: list[dict[str, str]], sampling: Sampling, *, version: str | None = None
+        self, messages: list[dict[str, str]], sampling: Sampling, *, version: str | None = None, user: str | None = None
     ) -> AsyncIterator[Delta]:
-        return self._stream(lambda: encode_chat(self.tokenizer, messages), sampling, version)
+        chars = sum(len(m.get("content") or "") for m in messages)
+        return self._stream(lambda: encode_chat(self.tokenizer, messages), chars, sampling, version, user)
 
     def complete(
-        self, prompt: str | list[int], sampling: Sampling, *, version: str | None = None
+        self, prompt: str | list[int], sampling: Sampling, *, version: str | None = None, user: str | None = None
     ) -> AsyncIterator[Delta]:
-        return self._stream(lambda: self.encode(prompt), sampling, version, allow_zero_tokens=True)
+        encode = lambda: self.encode(prompt)  # noqa: E731
+        return self._stream(encode, len(prompt), sampling, version, user, allow_zero_tokens=True)
 
     async def _stream(
-        self, encode: Any, sampling: Sampling, version: str | None, *, allow_zero_tokens: bool = False
+        self,
+        encode: Any,
+        chars: int,
+        sampling: Sampling,
+        version: str | None,
+        user: str | None,
+        *,
+        allow_zero_tokens: bool = False,
     ) -> AsyncIterator[Delta]:
         check_sampling(sampling, self.limits, allow_zero_tokens=allow_zero_tokens)
-        ids = encode()
-        check_input_length(len(ids), self.limits)
+        ids = await self.prompt_ids(encode, chars, self.limits)
+        replies = self._generate(ids, sampling, version)
+        try:
+            with self._share.hold(user):
+                async for delta in replies:
+                    yield delta
+        finally:
+            await replies.aclose()  # at once, not when collected: frees the slot (its cleanup never waits)
+
+    async def _generate(self, ids: list[int], sampling: Sampling, version: str | None) -> AsyncIterator[Delta]:
         name = self._acquire(version)
         try:
             if sampling.max_tokens == 0:
@@ -249,8 +267,7 @@ class VllmEngine(Engine):
     async def prompt_logprobs(
         self, prompt: str | list[int], *, version: str | None = None, top: int = 0
     ) -> list[TokenLogprob]:
-        ids = self.encode(prompt)
-        check_input_length(len(ids), self.limits)
+        ids = await self.prompt_ids(lambda: self.encode(prompt), len(prompt), self.limits)
         name = self._acquire(version)
         try:
             payload = {

@@ -83,6 +83,10 @@ def build_ui(state: AppState) -> gr.Blocks:
             return [who, *(gr.update(visible=shown) for shown in tab_visibility(user.role, specs))]
 
         demo.load(on_load, None, [whoami, *tabs], api_visibility="private")
+    # Gradio writes the public endpoints' names and signatures into every page, the anonymous sign-in page too: the
+    # UI's handlers are for the UI only (the browser calls them by index), so none is public.
+    for fn in demo.fns.values():
+        fn.api_visibility = "private"
     demo.queue(default_concurrency_limit=16)
     return demo
 

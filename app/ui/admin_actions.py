@@ -137,7 +137,7 @@ async def activate(state: AppState, name: str) -> dict[str, Any]:
     from app.activation import activate_version, sync_engine
     from learner.adapters import verify_adapter
 
-    target = versions.get_version(state.db, name=name)
+    target = await asyncio.to_thread(versions.get_version, state.db, name=name)
     if target.adapter_path is not None:
         await asyncio.to_thread(verify_adapter, target.adapter_path, target.checksum)
     _, previous = await asyncio.to_thread(activate_version, state.db, name)

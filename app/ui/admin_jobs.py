@@ -162,7 +162,7 @@ async def evaluate(state: AppState, version: str, skills: list[str] | None = Non
     from learner.evaluate import evaluate_version
     from storage import versions
 
-    versions.get_version(state.db, name=version)  # an unknown version fails now, not in the background
+    await asyncio.to_thread(versions.get_version, state.db, name=version)  # an unknown version fails now
 
     async def work(job: dict[str, Any]) -> dict[str, Any]:
         job["message"] = f"evaluating {version}"

@@ -8,6 +8,7 @@ message by rendering the stored conversation the same way. Errors become a line 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -152,10 +153,13 @@ class ChatHandlers:
     # --- turns ---------------------------------------------------------------------------------------------------
 
     async def send(self, text: str, conversation_id: int | None, request: gr.Request) -> AsyncIterator[dict]:
-        try:
-            user = auth.signed_in(self.state, request)
+        def prepare() -> tuple[User, View]:
             self.check_text(text)
-            v = self.view(user, conversation_id)
+            user = auth.signed_in(self.state, request)
+            return user, self.view(user, conversation_id)
+
+        try:  # the database off the event loop: a slow write elsewhere must not stall every stream
+            user, v = await asyncio.to_thread(prepare)
         except ApprenticeError as e:
             yield {self.c.status: problem(str(e))}
             return
@@ -166,14 +170,18 @@ class ChatHandlers:
 
     async def retry(self, conversation_id: int | None, data: gr.RetryData, request: gr.Request) -> AsyncIterator[dict]:
         """Answer the chosen user turn again: its old reply (and anything after) is dropped first."""
-        try:
+
+        def prepare() -> tuple[User, View]:
             user = auth.signed_in(self.state, request)
             v, entry = self.entry(user, conversation_id, data.index)
             if entry.role != "user":
                 raise ApprenticeError("only a user turn can be answered again")
             at = self.position_of(v, entry.message_id)
             conversations.truncate_after(self.state.db, conversation_id=conversation_id, user_id=user.id, position=at)
-            v = self.view(user, conversation_id)
+            return user, self.view(user, conversation_id)
+
+        try:
+            user, v = await asyncio.to_thread(prepare)
         except ApprenticeError as e:
             yield {self.c.status: problem(str(e))}
             return
@@ -188,22 +196,28 @@ class ChatHandlers:
         if data.value == data.previous_value:
             yield {self.c.status: gr.skip()}  # nothing changed (also the version line under an edited reply)
             return
-        try:
+        text = from_text(str(data.value))
+
+        def prepare() -> tuple[User, View, dict | None]:
+            """The user and the view to answer from, or (..., outputs) when the edit is done without a reply."""
             user = auth.signed_in(self.state, request)
             v, entry = self.entry(user, conversation_id, data.index)
-            text = from_text(str(data.value))
             if entry.is_tag:
-                yield self.show(v)
-                return
+                return user, v, self.show(v)
             if entry.role == "assistant":
-                yield self.save_correction(user, conversation_id, v, entry.message_id, text, skill)
-                return
+                return user, v, self.save_correction(user, conversation_id, v, entry.message_id, text, skill)
             self.check_text(text)
             at = self.position_of(v, entry.message_id) - 1
             conversations.truncate_after(self.state.db, conversation_id=conversation_id, user_id=user.id, position=at)
-            v = self.view(user, conversation_id)
+            return user, self.view(user, conversation_id), None
+
+        try:
+            user, v, done = await asyncio.to_thread(prepare)
         except ApprenticeError as e:
-            yield {self.c.status: problem(str(e)), **self.safe_show(request, conversation_id)}
+            yield {self.c.status: problem(str(e)), **await asyncio.to_thread(self.safe_show, request, conversation_id)}
+            return
+        if done is not None:
+            yield done
             return
         history = self.history(v)
         shown = [*v.value, {"role": "user", "content": as_text(text)}]
@@ -252,6 +266,7 @@ class ChatHandlers:
         limit = self.state.settings.max_input_tokens
         if len(text) > limit * CHARS_PER_TOKEN_CAP:
             raise ApprenticeError(f"your message is too long ({len(text)} characters; the limit is {limit} tokens)")
+        chat_service.check_unicode(text, "your message")
 
     @staticmethod
     def position_of(v: View, message_id: int) -> int:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import gradio as gr
@@ -187,12 +188,12 @@ class DashboardHandlers:
 
     async def evaluate(self, version: str | None, against: str, request: gr.Request) -> dict:
         try:
-            auth.require_role(self.state, request, ADMIN)
+            await asyncio.to_thread(auth.require_role, self.state, request, ADMIN)
             if not version:
                 raise ApprenticeError("choose a version to evaluate")
             job = await admin_jobs.evaluate(self.state, version)
             note = f"evaluating {version} in the background (job {job['id']}); press Refresh when it is done"
-            return self.show(against or "base", message(note))
+            return await asyncio.to_thread(self.show, against or "base", message(note))
         except ApprenticeError as e:
             return {self.c["message"]: message(str(e), error=True)}
 

@@ -241,7 +241,7 @@ class ReviewHandlers:
     async def teacher_check(self, view: dict[str, Any], demo_id: int | None, request: gr.Request) -> dict:
         c = self.c
         try:
-            self.user(request)
+            await asyncio.to_thread(self.user, request)
             if demo_id is None:
                 raise ApprenticeError("open a demonstration first (click a row of the queue)")
             d = await admin_actions.teacher_check(self.state, int(demo_id))
@@ -256,7 +256,7 @@ class ReviewHandlers:
     async def bulk_teacher_check(self, view: dict[str, Any], selected: list[int], request: gr.Request) -> dict:
         """The teacher check of each selected demonstration, one after the other (the model answers twice each)."""
         try:
-            self.user(request)
+            await asyncio.to_thread(self.user, request)
             ids = [int(i) for i in selected or []]
             if not ids:
                 raise ApprenticeError("select at least one demonstration")
@@ -268,7 +268,7 @@ class ReviewHandlers:
             note = f"teacher check of {len(ids)} demonstration(s): " + (
                 f"flagged {', '.join(flagged)}" if flagged else "the teacher agrees on every one"
             )
-            return self.refreshed(view, [], note)
+            return await asyncio.to_thread(self.refreshed, view, [], note)
         except ApprenticeError as e:
             return self.failed(e)
 

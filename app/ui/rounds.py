@@ -8,6 +8,7 @@ by themselves (rounds write every optimizer step to the database). "Train now" s
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import math
@@ -198,9 +199,10 @@ class RoundHandlers:
 
     async def train_now(self, request: gr.Request) -> dict:
         try:
-            auth.require_role(self.state, request, ADMIN)
+            await asyncio.to_thread(auth.require_role, self.state, request, ADMIN)
             await admin_jobs.train_now(self.state)
-            return self.listing(None, message("Train now started: a round, then the evaluation gate; progress below"))
+            note = message("Train now started: a round, then the evaluation gate; progress below")
+            return await asyncio.to_thread(self.listing, None, note)
         except ApprenticeError as e:
             return {self.c["message"]: message(str(e), error=True)}
 

@@ -8,6 +8,7 @@ engine's hot swap), the same path as POST /api/admin/versions/{name}/activate.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import gradio as gr
@@ -115,26 +116,26 @@ class VersionHandlers:
 
     async def activate(self, chosen: str | None, request: gr.Request) -> dict:
         try:
-            auth.require_role(self.state, request, ADMIN)
+            await asyncio.to_thread(auth.require_role, self.state, request, ADMIN)
             if not chosen:
                 raise ApprenticeError("choose a version first")
             done = await admin_actions.activate(self.state, chosen)
             note = f"{done['active']} is live (was {done['previous']})"
-            return {**self.listing(chosen, message(note)), self.c["compare"]: ""}
+            return {**await asyncio.to_thread(self.listing, chosen, message(note)), self.c["compare"]: ""}
         except ApprenticeError as e:
             return {self.c["message"]: message(str(e), error=True)}
 
     async def rollback(self, request: gr.Request) -> dict:
         try:
-            auth.require_role(self.state, request, ADMIN)
-            target = admin_actions.previous_live(self.state.db)
+            await asyncio.to_thread(auth.require_role, self.state, request, ADMIN)
+            target = await asyncio.to_thread(admin_actions.previous_live, self.state.db)
         except ApprenticeError as e:
             return {self.c["message"]: message(str(e), error=True)}
         return await self.activate(target, request)
 
     async def compare(self, chosen: str | None, request: gr.Request) -> dict:
         try:
-            auth.require_role(self.state, request, ADMIN)
+            await asyncio.to_thread(auth.require_role, self.state, request, ADMIN)
             if not chosen:
                 raise ApprenticeError("choose a version first")
             got = await admin_actions.compare(self.state, chosen)
