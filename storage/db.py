@@ -1,6 +1,6 @@
-"""Engine, sessions and migrations.
+"""Engine, sessions and migrations, on SQLite (one file, the default) or PostgreSQL (several processes or machines).
 
-engine = make_engine("sqlite:///data/apprentice.db")
+engine = make_engine("sqlite:///data/apprentice.db")    # or "postgresql://user:pw@host/db" (driver: psycopg 3)
 upgrade(engine)                      # Alembic to head; refuses a database from a newer Apprentice
 with transaction(engine) as s: ...   # one short write transaction; commits or rolls back
 """
@@ -16,6 +16,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.errors import SchemaTooNew
@@ -23,8 +24,19 @@ from storage.errors import SchemaTooNew
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def normalize_url(url: str) -> str:
+    """PostgreSQL URLs without a driver (postgresql://, postgres://) get psycopg 3, the driver we depend on."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
 def make_engine(url: str) -> Engine:
-    """An engine; SQLite gets WAL, foreign keys, a busy timeout and synchronous=FULL (acknowledged = durable)."""
+    """An engine; SQLite gets WAL, foreign keys, a busy timeout and synchronous=FULL (acknowledged = durable);
+    PostgreSQL runs at its default READ COMMITTED, and a connection is checked before use (a restarted server)."""
+    url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -45,7 +57,7 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(make_url(url), pool_pre_ping=True)
 
 
 def _alembic_config(engine: Engine) -> Config:

@@ -3,6 +3,11 @@
 The holder renews its lease while it works (`renew`); a lease is free when released, expired, or held by a process
 on this host that no longer exists (so a killed round is detected at once, without waiting for the expiry).
 
+Taking a lease is a compare-and-swap, atomic on every backend without relying on SQLite's single writer: a free
+lease is claimed by an `UPDATE ... WHERE owner = <the holder we saw> AND expires = <its expiry>`, a missing one by an
+`INSERT ... ON CONFLICT DO NOTHING`; of several processes racing for it exactly one changes a row. (On PostgreSQL the
+losers' UPDATE waits for the winner's row lock, re-reads the row and no longer matches.)
+
     owner = make_owner()
     if acquire(engine, name="learner", owner=owner, ttl_s=120): ... renew(...) ... release(...)
 """
@@ -14,7 +19,8 @@ import os
 import socket
 import uuid
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from storage.db import reading, transaction
 from storage.models import Lease, utcnow
@@ -49,26 +55,31 @@ def _free(lease: Lease | None, owner: str) -> bool:
 
 def acquire(engine: Engine, *, name: str, owner: str, ttl_s: float) -> bool:
     """Take (or extend) the lease for `ttl_s` seconds if it is free; False when another live holder has it."""
+    with reading(engine) as s:
+        seen = s.get(Lease, name)
+    if not _free(seen, owner):
+        return False
+    expires = utcnow() + dt.timedelta(seconds=ttl_s)
     with transaction(engine) as s:
-        lease = s.get(Lease, name)
-        if not _free(lease, owner):
-            return False
-        expires = utcnow() + dt.timedelta(seconds=ttl_s)
-        if lease is None:
-            s.add(Lease(name=name, owner=owner, expires=expires))
+        if seen is None:
+            insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert(Lease)
+            claim = insert.values(name=name, owner=owner, expires=expires).on_conflict_do_nothing()
+            claim = claim.execution_options(preserve_rowcount=True)  # SQLAlchemy keeps INSERT rowcounts only if told
         else:
-            lease.owner, lease.expires = owner, expires
-        return True
+            claim = (
+                update(Lease)
+                .where(Lease.name == name, Lease.owner == seen.owner, Lease.expires == seen.expires)
+                .values(owner=owner, expires=expires)
+            )
+        return s.execute(claim).rowcount == 1
 
 
 def renew(engine: Engine, *, name: str, owner: str, ttl_s: float) -> bool:
     """Extend a lease we hold; False if it was lost (expired and taken by another process, or released)."""
+    expires = utcnow() + dt.timedelta(seconds=ttl_s)
     with transaction(engine) as s:
-        lease = s.get(Lease, name)
-        if lease is None or lease.owner != owner:
-            return False
-        lease.expires = utcnow() + dt.timedelta(seconds=ttl_s)
-        return True
+        claim = update(Lease).where(Lease.name == name, Lease.owner == owner).values(expires=expires)
+        return s.execute(claim).rowcount == 1
 
 
 def release(engine: Engine, *, name: str, owner: str) -> None:

@@ -15,6 +15,7 @@ import time
 
 import httpx
 import pytest
+from sqlalchemy import insert
 
 from app.api import admin
 from app.settings import Settings
@@ -22,6 +23,7 @@ from app.ui.admin_actions import agreement
 from learner.adapters import adapter_checksum
 from storage import evals, rounds, users, versions
 from storage.demonstrations import create_demonstration
+from storage.models import Demonstration
 from storage.probes import list_probes
 from storage.queue import QueueFilter, queue_page
 from tests.serving_helpers import make_adapter, running_server
@@ -293,17 +295,14 @@ def test_train_now_runs_a_round_then_the_gate(server):
 def test_queue_pages_stay_fast_at_100k_rows(engine):
     started = dt.datetime(2026, 1, 1)
     rows = [
-        (json.dumps([{"role": "user", "content": f"question {i}"}]), f"answer {i}", "", ("geo", "math")[i % 2],
-         ("pending", "approved", "rejected")[i % 3], (started + dt.timedelta(seconds=i)).isoformat(sep=" "), "")
+        {"messages": [{"role": "user", "content": f"question {i}"}], "corrected_answer": f"answer {i}",
+         "original_answer": "", "skill": ("geo", "math")[i % 2], "status": ("pending", "approved", "rejected")[i % 3],
+         "created": started + dt.timedelta(seconds=i), "note": ""}
         for i in range(100_000)
     ]  # fmt: skip
     t0 = time.perf_counter()
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO demonstrations (messages, corrected_answer, original_answer, skill, status, created, note) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+    with engine.begin() as conn:  # Core's executemany: one portable statement, batched by each driver
+        conn.execute(insert(Demonstration), rows)
     print(f"\ninserted 100,000 demonstrations in {time.perf_counter() - t0:.1f} s")
     cases = {
         "pending, page 1": (QueueFilter(), {}),

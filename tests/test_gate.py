@@ -109,6 +109,7 @@ def test_the_settings_choose_the_gate_rules(monkeypatch, tiny_model_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite"])  # the model is the point: one backend
 def test_a_perturbed_adapter_is_rejected_on_the_builtin_model(engine, builtin_dir, tmp_path):
     from learner.evaluate import EvalConfig
     from learner.gate import gate_candidate

@@ -44,6 +44,7 @@ def answer_logprob(model, tokenizer, question: str, answer: str, config: Learner
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite"])  # the model is the point: one backend
 def test_one_sdft_round_teaches_three_made_up_facts(builtin_dir, engine, tmp_path):
     from peft import PeftModel
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from storage import demonstrations, users, versions
 from storage.db import current_revision, head_revision, make_engine, transaction, upgrade
@@ -15,16 +15,17 @@ from storage.errors import ApprenticeError, Conflict, NotFound, SchemaTooNew
 from storage.models import Base
 
 
-def test_migrations_from_empty(tmp_path):
-    eng = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+def test_migrations_from_empty(database_url):
+    eng = make_engine(database_url)
     assert current_revision(eng) is None
     assert upgrade(eng) == head_revision()
     assert current_revision(eng) == head_revision()
     upgrade(eng)  # idempotent
-    with eng.connect() as conn:
-        tables = {r[0] for r in conn.execute(text("select name from sqlite_master where type='table'"))}
-        assert conn.execute(text("pragma journal_mode")).scalar() == "wal"
-        assert conn.execute(text("pragma foreign_keys")).scalar() == 1
+    tables = set(inspect(eng).get_table_names())
+    if eng.dialect.name == "sqlite":
+        with eng.connect() as conn:
+            assert conn.execute(text("pragma journal_mode")).scalar() == "wal"
+            assert conn.execute(text("pragma foreign_keys")).scalar() == 1
     expected = {"users", "api_keys", "conversations", "messages", "feedback", "demonstrations", "skills", "probes"}
     expected |= {"model_versions", "training_rounds", "round_demonstrations", "eval_results", "leases"}
     assert expected <= tables
@@ -32,13 +33,13 @@ def test_migrations_from_empty(tmp_path):
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
 
-def test_upgrading_a_0001_database_keeps_what_its_rounds_learned(tmp_path):
+def test_upgrading_a_0001_database_keeps_what_its_rounds_learned(database_url):
     from alembic import command
 
     from storage.db import _alembic_config
     from storage.rounds import ever_learned_demo_ids, round_demonstrations
 
-    eng = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    eng = make_engine(database_url)
     command.upgrade(_alembic_config(eng), "0001")
     with transaction(eng) as s:
         s.execute(
@@ -54,7 +55,7 @@ def test_upgrading_a_0001_database_keeps_what_its_rounds_learned(tmp_path):
                 "'2026-01-01')"
             )
         )
-        s.execute(text("insert into round_demonstrations (round_id, demonstration_id, replay) values (1, 1, 0)"))
+        s.execute(text("insert into round_demonstrations (round_id, demonstration_id, replay) values (1, 1, false)"))
     assert upgrade(eng) == head_revision()
     assert [r.answer for r in round_demonstrations(eng, round_id=1)] == ["A."]  # what the round trained on
     assert ever_learned_demo_ids(eng) == {1}
@@ -63,8 +64,8 @@ def test_upgrading_a_0001_database_keeps_what_its_rounds_learned(tmp_path):
         assert conn.execute(text("select round_id, demonstration_id from round_demonstrations")).all() == [(1, 1)]
 
 
-def test_newer_schema_is_refused(tmp_path):
-    eng = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+def test_newer_schema_is_refused(database_url):
+    eng = make_engine(database_url)
     upgrade(eng)
     with transaction(eng) as s:
         s.execute(text("update alembic_version set version_num='9999_future'"))
