@@ -5,6 +5,7 @@ and retired on the server, errors mapped to clear 4xx/502."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 
 import pytest
@@ -37,9 +38,9 @@ def server(tiny_model_dir, tmp_path_factory):
         yield running
 
 
-def client(server, **kw) -> VllmEngine:
+def client(server, urls: str = "", **kw) -> VllmEngine:
     return VllmEngine(
-        server.url,
+        urls or server.url,
         api_key=server.keys["ann"],
         base_model="v0",
         tokenizer=server.state.engine.tokenizer,
@@ -132,3 +133,56 @@ def test_a_server_on_the_vllm_engine_serves_through_the_other(server, tiny_model
         assert r.status_code == 200 and r.headers["X-Model-Version"] == "v0"
         direct = asyncio.run(collect(server.state.engine.chat(HELLO, GREEDY, version="v0")))
         assert r.json()["choices"][0]["message"]["content"] == direct[0]
+
+
+@pytest.fixture(scope="module")
+def both_read(tmp_path_factory):
+    return tmp_path_factory.mktemp("adapters-both-servers-read")
+
+
+@pytest.fixture(scope="module")
+def second(server, tiny_model_dir, tmp_path_factory, both_read):
+    """A second server on the first one's database (one API key opens both) that loads adapters only from
+    `both_read` (the first loads them from anywhere under the tests' temp folder)."""
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("second-data"),
+        database_url=server.state.settings.db_url,
+        model=tiny_model_dir,
+        version_poll_seconds=60,
+        adapter_roots=str(both_read),
+    )
+    with running_server(settings) as running:
+        yield running
+
+
+def test_several_servers_each_hold_every_version_and_share_the_requests(
+    server, second, both_read, tiny_model_dir, tmp_path, monkeypatch
+):
+    """APPRENTICE_VLLM_URL with two servers: a version goes live only once loaded on both; requests spread."""
+    served: collections.Counter[str] = collections.Counter()
+    for label, running in (("first", server), ("second", second)):
+        complete = running.state.engine.complete
+        counted = lambda *a, _c=complete, _l=label, **k: (served.update([_l]), _c(*a, **k))[1]  # noqa: E731
+        monkeypatch.setattr(running.state.engine, "complete", counted)
+    vllm = client(server, urls=f"{server.url}, {second.url}/")
+    assert vllm.urls == [server.url, second.url]
+    m1 = make_adapter(tiny_model_dir, both_read / "m1", 31)
+    m2 = make_adapter(tiny_model_dir, tmp_path / "m2", 32)  # the second server refuses this folder
+    engines = server.state.engine, second.state.engine
+
+    async def scenario():
+        await vllm.activate("m1", m1)
+        assert [e.loaded() for e in engines] == [["v0", "m1"]] * 2
+        replies = await asyncio.gather(*(collect(vllm.chat(HELLO, GREEDY)) for _ in range(8)))
+        with pytest.raises(RemoteError, match=f"at {second.url} answered 403: adapters load only from"):
+            await vllm.activate("m2", m2)
+        return replies
+
+    replies = asyncio.run(scenario())
+    assert served.total() == 8 and abs(served["first"] - served["second"]) <= 2, served  # 4/4 unless one finished early
+    expected = asyncio.run(collect(second.state.engine.chat(HELLO, GREEDY, version="m1")))
+    assert replies == [expected] * 8
+    # m2 loaded on the first server only, so it was unloaded there again and m1 stays live everywhere
+    assert vllm.active == "m1" and [e.loaded() for e in engines] == [["v0", "m1"]] * 2
+    asyncio.run(vllm.activate("v0", None))
+    assert [e.loaded() for e in engines] == [["v0"]] * 2

@@ -1,4 +1,5 @@
-"""The `vllm` engine: a client of an external `vllm serve` started with runtime LoRA updating (README, "vLLM").
+"""The `vllm` engine: a client of one or more external `vllm serve` started with runtime LoRA updating (README,
+"vLLM").
 
 Versions are LoRA adapters loaded into that server by name (`POST /v1/load_lora_adapter {"lora_name",
 "lora_path"}`, `/v1/unload_lora_adapter`) and chosen per request with `"model": <version name>`; version v0 is the
@@ -7,6 +8,10 @@ learner.chat.encode_chat, so a `<|im_start|>` typed by a user stays text (vLLM's
 into a role marker). Hot swap works as in the embedded engine: load beside, flip, unload the old version once the
 replies streaming from it have ended. The adapter folders must be readable by the vLLM server at the same paths.
 
+With several servers (`APPRENTICE_VLLM_URL=http://a:8000,http://b:8000`) every server holds every loaded version: a
+version is loaded on all of them before it goes live (if one refuses, it is unloaded from the others and the old
+version stays live), and each request goes to the server with the fewest requests in flight from this process.
+
 Tested over real HTTP against our own server, which answers the same endpoints (tests/test_vllm_client.py).
 """
 
@@ -14,10 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -37,6 +43,7 @@ from learner.chat import encode_chat
 from storage.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)
+LOAD, UNLOAD = "/v1/load_lora_adapter", "/v1/unload_lora_adapter"
 
 
 class RemoteError(EngineError):
@@ -47,10 +54,19 @@ class RemoteError(EngineError):
         self.status = status
 
 
+def parse_urls(urls: str | Sequence[str]) -> list[str]:
+    """Server base URLs from a comma-separated string or a list; at least one."""
+    items = urls.split(",") if isinstance(urls, str) else list(urls)
+    found = [u.strip().rstrip("/") for u in items if u.strip()]
+    if not found:
+        raise EngineError("no vLLM server URL given (APPRENTICE_VLLM_URL)")
+    return found
+
+
 class VllmEngine(Engine):
     def __init__(
         self,
-        url: str,
+        urls: str | Sequence[str],
         *,
         base_model: str,
         tokenizer: Any,
@@ -58,7 +74,9 @@ class VllmEngine(Engine):
         limits: Limits | None = None,
         connect_timeout: float = 10.0,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.urls = parse_urls(urls)
+        self._busy = dict.fromkeys(self.urls, 0)  # requests in flight per server (under _state)
+        self._turn = 0  # rotates the choice among equally busy servers
         self.base_model = base_model
         self.tokenizer = tokenizer
         self.limits = limits or Limits()
@@ -69,7 +87,7 @@ class VllmEngine(Engine):
         self._active = BASE_VERSION
         self._inflight: collections.Counter[str] = collections.Counter()
         self._retiring: set[str] = set()
-        self._state = threading.Lock()  # the four fields above
+        self._state = threading.Lock()  # the fields above
         self._admin = threading.Lock()  # one load / unload / activate at a time
 
     @property
@@ -85,15 +103,42 @@ class VllmEngine(Engine):
 
     # ---- HTTP
 
-    async def _post(self, path: str, payload: dict[str, Any]) -> httpx.Response:
+    async def _post(self, url: str, path: str, payload: dict[str, Any]) -> httpx.Response:
         try:
             async with httpx.AsyncClient(timeout=self._timeout, headers=self._headers) as client:
-                response = await client.post(self.url + path, json=payload)
+                response = await client.post(url + path, json=payload)
         except httpx.HTTPError as e:
-            raise RemoteError(f"the vLLM server at {self.url} cannot be reached: {e}", 502) from e
+            raise RemoteError(f"the vLLM server at {url} cannot be reached: {e}", 502) from e
         if response.status_code >= 400:
-            raise _remote_error(response.status_code, response.text)
+            raise _remote_error(response.status_code, response.text, url)
         return response
+
+    async def _post_everywhere(self, path: str, payload: dict[str, Any]) -> list[RemoteError | None]:
+        """The same admin call on every server at once; each server's error (or None), in the order of `urls`."""
+        results = await asyncio.gather(*(self._post(u, path, payload) for u in self.urls), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException) and not isinstance(r, RemoteError):
+                raise r
+        return [r if isinstance(r, RemoteError) else None for r in results]
+
+    async def _unload_everywhere(self, name: str) -> None:
+        errors = [e for e in await self._post_everywhere(UNLOAD, {"lora_name": name}) if e]
+        if errors:
+            raise errors[0]
+
+    @contextlib.contextmanager
+    def _server(self) -> Iterator[str]:
+        """The server for one request: the least busy, taking turns among equals."""
+        with self._state:
+            self._turn += 1
+            order = self.urls[self._turn % len(self.urls) :] + self.urls[: self._turn % len(self.urls)]
+            url = min(order, key=self._busy.__getitem__)
+            self._busy[url] += 1
+        try:
+            yield url
+        finally:
+            with self._state:
+                self._busy[url] -= 1
 
     async def _admin_lock(self) -> None:
         await asyncio.to_thread(self._admin.acquire)
@@ -116,11 +161,15 @@ class VllmEngine(Engine):
                 return
         if adapter_path is None:
             raise EngineError(f"version {name!r} needs an adapter folder (only {BASE_VERSION} is the base model)")
-        try:
-            await self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": adapter_path})
-        except RemoteError as e:
-            if "already" not in str(e):  # loaded by an earlier run of ours: the same name is the same version
-                raise
+        payload = {"lora_name": name, "lora_path": adapter_path}
+        # "already loaded": by an earlier run of ours, and the same name is the same version
+        errors = [e if e and "already" not in str(e) else None for e in await self._post_everywhere(LOAD, payload)]
+        if any(errors):
+            for url, error in zip(self.urls, errors, strict=True):
+                if error is None:  # no server keeps a version that did not load everywhere
+                    with contextlib.suppress(RemoteError):
+                        await self._post(url, UNLOAD, {"lora_name": name})
+            raise next(e for e in errors if e)
         with self._state:
             self._paths[name] = adapter_path
 
@@ -155,7 +204,7 @@ class VllmEngine(Engine):
                 self._retiring.add(name)  # `_release` unloads it when its last reply ends
                 return
             del self._paths[name]
-        await self._post("/v1/unload_lora_adapter", {"lora_name": name})
+        await self._unload_everywhere(name)
 
     def _acquire(self, version: str | None) -> str:
         with self._state:
@@ -172,7 +221,7 @@ class VllmEngine(Engine):
                 return
             self._retiring.discard(name)
             del self._paths[name]
-        task = asyncio.get_running_loop().create_task(self._post("/v1/unload_lora_adapter", {"lora_name": name}))
+        task = asyncio.get_running_loop().create_task(self._unload_everywhere(name))
         task.add_done_callback(lambda t: t.exception() and log.error("unloading %s failed: %s", name, t.exception()))
 
     # ---- generation
@@ -233,6 +282,13 @@ class VllmEngine(Engine):
     async def _completion_events(
         self, name: str, ids: list[int], sampling: Sampling
     ) -> AsyncIterator[tuple[dict[str, Any], dict[str, Any]]]:
+        with self._server() as url:
+            async for event in self._completion_events_from(url, name, ids, sampling):
+                yield event
+
+    async def _completion_events_from(
+        self, url: str, name: str, ids: list[int], sampling: Sampling
+    ) -> AsyncIterator[tuple[dict[str, Any], dict[str, Any]]]:
         payload = {
             "model": self._served_name(name),
             "prompt": ids,
@@ -248,21 +304,21 @@ class VllmEngine(Engine):
         try:
             async with (
                 httpx.AsyncClient(timeout=self._timeout, headers=self._headers) as client,
-                client.stream("POST", self.url + "/v1/completions", json=payload) as response,
+                client.stream("POST", url + "/v1/completions", json=payload) as response,
             ):
                 if response.status_code >= 400:
-                    raise _remote_error(response.status_code, (await response.aread()).decode(errors="replace"))
+                    raise _remote_error(response.status_code, (await response.aread()).decode(errors="replace"), url)
                 async for line in response.aiter_lines():
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
                     event = json.loads(line[len("data: ") :])
                     if "error" in event:
-                        raise _remote_error(502, json.dumps(event))
+                        raise _remote_error(502, json.dumps(event), url)
                     usage = event.get("usage") or {}
                     for choice in event.get("choices") or [{}]:
                         yield choice, usage
         except httpx.HTTPError as e:
-            raise RemoteError(f"the vLLM server at {self.url} failed mid-reply: {e}", 502) from e
+            raise RemoteError(f"the vLLM server at {url} failed mid-reply: {e}", 502) from e
 
     async def prompt_logprobs(
         self, prompt: str | list[int], *, version: str | None = None, top: int = 0
@@ -278,7 +334,8 @@ class VllmEngine(Engine):
                 "echo": True,
                 "logprobs": max(top, 1),
             }
-            logprobs = (await self._post("/v1/completions", payload)).json()["choices"][0]["logprobs"]
+            with self._server() as url:
+                logprobs = (await self._post(url, "/v1/completions", payload)).json()["choices"][0]["logprobs"]
         finally:
             self._release(name)
         rows = []
@@ -296,11 +353,11 @@ class VllmEngine(Engine):
         return rows
 
 
-def _remote_error(status: int, body: str) -> RemoteError:
+def _remote_error(status: int, body: str, url: str) -> RemoteError:
     try:
         message = json.loads(body)["error"]["message"]
     except (ValueError, KeyError, TypeError):
         message = body.strip()[:500] or f"HTTP {status}"
     if status == 404:
-        return RemoteError(f"the vLLM server does not know this model: {message}", 404)
-    return RemoteError(f"the vLLM server answered {status}: {message}", status if status < 500 else 502)
+        return RemoteError(f"the vLLM server at {url} does not know this model: {message}", 404)
+    return RemoteError(f"the vLLM server at {url} answered {status}: {message}", status if status < 500 else 502)
