@@ -62,7 +62,11 @@ class Settings(BaseSettings):
         description="Folders besides <data dir>/versions that POST /v1/load_lora_adapter may load from "
         "(separated by ':'); an adapter anywhere else is refused.",
     )
-    vllm_url: str = Field("http://127.0.0.1:8000", description="Base URL of the external vLLM server (engine=vllm).")
+    vllm_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="Base URL of the external vLLM server (engine=vllm); several, comma-separated: every version is "
+        "loaded on each before it goes live and requests are spread across them.",
+    )
     vllm_api_key: str = Field("", description="API key sent to the vLLM server, if it wants one.")
     vllm_base_model: str = Field(
         "v0", description="Name vLLM serves the base model under (its --served-model-name); it is version v0."

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     serve.add_argument("--port", type=int, help="port (APPRENTICE_PORT; 7860)")
     serve.add_argument("--engine", choices=["transformers", "vllm"], help="APPRENTICE_ENGINE; transformers")
     serve.add_argument("--device", help="embedded engine device: auto, cpu, cuda (APPRENTICE_DEVICE; auto)")
-    serve.add_argument("--vllm-url", help="external vLLM server for --engine vllm (APPRENTICE_VLLM_URL)")
+    serve.add_argument("--vllm-url", help="vLLM server(s) for --engine vllm, comma-separated (APPRENTICE_VLLM_URL)")
     serve.add_argument("--threads", type=int, help="CPU threads for generation (APPRENTICE_THREADS; cores - 1)")
     serve.set_defaults(handler=serve_command)
 
