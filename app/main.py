@@ -21,6 +21,8 @@ from app.activation import follow_database, sync_engine
 from app.api import admin
 from app.api.errors import install_error_handlers
 from app.api.openai import VERSION_HEADER, router
+from app.api.openapi import install_openapi
+from app.api.responses import Health
 from app.commands.learn import start_learning
 from app.engines.base import Engine, Limits
 from app.services import model_folder, open_database
@@ -96,9 +98,11 @@ def create_app(settings: Settings, *, ui: bool = True, engine: Engine | None = N
     api.include_router(router)
     api.include_router(admin.router)
 
-    @api.get("/healthz")
+    @api.get("/healthz", response_model=Health)
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": state.engine.active}
+
+    install_openapi(api)
 
     if ui:
         from app.ui import mount_ui

@@ -19,10 +19,11 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import Response
 
 from app.api import admin_protocol as p
 from app.api.deps import AdminDep, StateDep, UserDep
+from app.api.responses import error_responses
 from app.ui import admin_actions, admin_data, admin_jobs
 from learner.exchange import import_text
 from storage import review, versions
@@ -45,7 +46,7 @@ DemoId = Annotated[int, Path(ge=1, le=p.MAX_ID, description="a demonstration's i
 RoundId = Annotated[int, Path(ge=1, le=p.MAX_ID, description="a round's id")]
 JobId = Annotated[int, Path(ge=1, le=p.MAX_ID, description="a job's id")]
 
-router = APIRouter(prefix="/api/admin", tags=["admin"])
+router = APIRouter(prefix="/api/admin", tags=["admin"], responses=error_responses(400, 401, 403, 404, 409))
 
 
 def thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -234,20 +235,28 @@ async def scores(user: AdminDep, state: StateDep) -> dict:
 # --- import / export (admins) ----------------------------------------------------------------------------------
 
 
-@router.get("/export", response_class=PlainTextResponse, summary="Export demonstrations, probes or eval results")
+EXPORTED = {"application/x-ndjson": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}}
+
+
+@router.get(
+    "/export",
+    response_class=Response,
+    responses={200: {"description": "JSON lines (ours, trl) or CSV (evals)", "content": EXPORTED}},
+    summary="Export demonstrations, probes or eval results",
+)
 async def export(
     user: AdminDep,
     state: StateDep,
     kind: Annotated[str, KIND],
     format: Annotated[str | None, Query(description="demos: ours|trl; probes: ours; evals: csv|ours")] = None,  # noqa: A002
     status: Annotated[str | None, Query(description="demonstrations in this state only")] = None,
-) -> PlainTextResponse:
+) -> Response:
     from learner.exchange import export_text
 
     text, count = await thread(export_text, state.db, kind=kind, fmt=format, status=status)
     csv = format == "csv" or (kind == "evals" and format is None)
     media = "text/csv" if csv else "application/x-ndjson"
-    return PlainTextResponse(text, media_type=media, headers={"X-Records": str(count)})
+    return Response(text, media_type=media, headers={"X-Records": str(count)})
 
 
 @router.post("/import", response_model=p.ImportOut, summary="Import a JSONL / CSV file (the request body)")

@@ -215,7 +215,7 @@ class ImportOut(BaseModel):
     added: int
     updated: int
     unchanged: int
-    bad: list[tuple[int, str]] = Field(description="(line number, reason) of every refused line.")
+    bad: list[list[int | str]] = Field(description="[line number, reason] of every refused line.")
     landed: bool = Field(description="False when strict refused the whole file.")
     summary: str
 

@@ -6,6 +6,7 @@ import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.errors import Unauthorized
 from app.state import AppState
@@ -21,7 +22,13 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-async def api_user(request: Request, state: StateDep) -> User:
+# Declares the bearer scheme in the OpenAPI document; the check itself is below (its own 401 message).
+bearer = HTTPBearer(auto_error=False, description="an API key: `apprentice users key NAME` prints one")
+
+
+async def api_user(
+    request: Request, state: StateDep, _scheme: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> User:
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized(

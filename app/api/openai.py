@@ -28,6 +28,7 @@ from app.api.protocol import (
     LoadAdapterRequest,
     UnloadAdapterRequest,
 )
+from app.api.responses import EVENT_STREAM, ChatCompletion, Completion, FeedbackOut, ModelList, error_responses
 from app.chat_service import TurnDelta, new_response_id
 from app.engines.base import Delta, Sampling
 from app.state import AppState
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1")
 VERSION_HEADER = "X-Model-Version"
 ACTIVE_ALIASES = ("default", "active")
+GENERATING = {**EVENT_STREAM, **error_responses(400, 401, 404, 503)}
 
 
 def resolve_model(state: AppState, model: str | None) -> str | None:
@@ -82,7 +84,7 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-@router.get("/models")
+@router.get("/models", response_model=ModelList, responses=error_responses(401))
 async def list_models(state: StateDep, _user: UserDep) -> JSONResponse:
     active = state.engine.active
     names = [active] + [n for n in state.engine.loaded() if n != active]
@@ -94,7 +96,11 @@ async def list_models(state: StateDep, _user: UserDep) -> JSONResponse:
     return JSONResponse({"object": "list", "data": data}, headers={VERSION_HEADER: active})
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletion,
+    responses={**EVENT_STREAM, **error_responses(400, 401, 404, 503)},
+)
 async def chat_completions(
     body: ChatCompletionRequest, state: StateDep, user: UserDep
 ) -> JSONResponse | StreamingResponse:
@@ -175,7 +181,7 @@ async def _chat_events(first: TurnDelta, turn: AsyncIterator[TurnDelta], usage: 
         await turn.aclose()
 
 
-@router.post("/completions", response_model=None)
+@router.post("/completions", response_model=Completion, responses=GENERATING)
 async def completions(body: CompletionRequest, state: StateDep, user: UserDep) -> JSONResponse | StreamingResponse:
     prompts = body.prompts()
     share = state.settings.max_requests_per_user
@@ -270,7 +276,7 @@ async def _completion_events(
         await stream.aclose()
 
 
-@router.post("/feedback")
+@router.post("/feedback", response_model=FeedbackOut, responses=error_responses(400, 401, 404))
 async def feedback(body: FeedbackRequest, state: StateDep, user: UserDep) -> JSONResponse:
     rating = body.rating_value()
     if rating is None and body.correction is None:
@@ -300,7 +306,7 @@ async def feedback(body: FeedbackRequest, state: StateDep, user: UserDep) -> JSO
     return JSONResponse(out, headers={VERSION_HEADER: state.engine.active})
 
 
-@router.post("/load_lora_adapter")
+@router.post("/load_lora_adapter", response_class=PlainTextResponse, responses=error_responses(400, 401, 403, 404, 409))
 async def load_lora_adapter(body: LoadAdapterRequest, state: StateDep, _admin: AdminDep) -> PlainTextResponse:
     path = Path(body.lora_path).resolve()  # symlinks and ".." resolved before the check
     roots = state.settings.adapter_folders()
@@ -311,7 +317,9 @@ async def load_lora_adapter(body: LoadAdapterRequest, state: StateDep, _admin: A
     return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' added successfully.")
 
 
-@router.post("/unload_lora_adapter")
+@router.post(
+    "/unload_lora_adapter", response_class=PlainTextResponse, responses=error_responses(400, 401, 403, 404, 409)
+)
 async def unload_lora_adapter(body: UnloadAdapterRequest, state: StateDep, _admin: AdminDep) -> PlainTextResponse:
     await state.engine.unload(body.lora_name)
     return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")
