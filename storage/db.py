@@ -8,6 +8,8 @@ with transaction(engine) as s: ...   # one short write transaction; commits or r
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -87,10 +89,34 @@ def check_schema(engine: Engine) -> None:
         )
 
 
+# Any fixed number: the key of PostgreSQL's advisory lock that serializes migrations across processes.
+MIGRATION_LOCK = 0x41505052
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Replicas starting at once on PostgreSQL migrate one after the other (the others then find nothing to do);
+    SQLite's single writer needs no lock."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+            conn.commit()
+
+
 def upgrade(engine: Engine) -> str:
     """Apply every migration up to head; returns the revision now in place."""
-    check_schema(engine)
-    command.upgrade(_alembic_config(engine), "head")
+    with _migration_lock(engine):
+        check_schema(engine)
+        # SQLite: the migration's transaction takes the write lock up front, so processes starting at once queue
+        # on the busy timeout instead of failing to upgrade a read lock.
+        command.upgrade(_alembic_config(engine.execution_options(sqlite_begin="IMMEDIATE")), "head")
     return head_revision()
 
 
@@ -98,10 +124,24 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_WRITERS_LOCK = threading.Lock()
+
+
+def _writer_turn(engine: Engine) -> contextlib.AbstractContextManager[object]:
+    """On SQLite, a process's writers take turns on a lock before BEGIN IMMEDIATE: a waiting thread wakes as soon as
+    the writer before it commits, where SQLite's busy handler would have it sleep and poll (up to 100 ms a try),
+    which under many concurrent writers left some waiting for seconds. Other processes still queue on busy_timeout."""
+    if engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    with _WRITERS_LOCK:
+        return _SQLITE_WRITERS.setdefault(engine, threading.RLock())
+
+
 @contextlib.contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
     """One short unit of work: commit on success, roll back on error. Objects stay usable after commit."""
-    with engine.connect() as conn:
+    with _writer_turn(engine), engine.connect() as conn:
         conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         with Session(bind=conn, expire_on_commit=False) as session, session.begin():
             yield session

@@ -91,7 +91,7 @@ class Demonstration(Base):
     corrected_answer: Mapped[str] = mapped_column(Text)
     skill: Mapped[str | None] = mapped_column(String(80), index=True)
     author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
-    source_message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    source_message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"), index=True)
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     reviewer_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     reviewed: Mapped[dt.datetime | None] = mapped_column(DateTime)
