@@ -121,8 +121,14 @@ def truncate_after(engine: Engine, *, conversation_id: int, user_id: int, positi
             s.delete(msg)
 
 
-def _owned_assistant_message(s: Session, *, user_id: int, message_id: int | None, response_id: str | None) -> Message:
+def _owned_assistant_message(
+    s: Session, *, user_id: int, message_id: int | None, response_id: str | None, lock: bool = False
+) -> Message:
+    """`lock`: hold the message's row until the transaction ends (PostgreSQL; SQLite's writers are serialized anyway),
+    so two servers correcting the same reply at once take turns and the second sees the first's demonstration."""
     query = select(Message, Conversation.user_id).join(Conversation, Conversation.id == Message.conversation_id)
+    if lock:
+        query = query.with_for_update(of=Message)
     if response_id is not None:
         query = query.where(Message.response_id == response_id)
     else:
@@ -168,7 +174,7 @@ def correct_reply(
     if not correction.strip():
         raise ApprenticeError("the correction cannot be empty")
     with transaction(engine) as s:
-        msg = _owned_assistant_message(s, user_id=user_id, message_id=message_id, response_id=response_id)
+        msg = _owned_assistant_message(s, user_id=user_id, message_id=message_id, response_id=response_id, lock=True)
         context = s.scalars(
             select(Message)
             .where(Message.conversation_id == msg.conversation_id, Message.position < msg.position)

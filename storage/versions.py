@@ -13,15 +13,19 @@ BASE_VERSION = "v0"
 
 
 def ensure_base_version(engine: Engine) -> ModelVersion:
-    """Create version 0 (active) on a fresh database; idempotent."""
-    with transaction(engine) as s:
-        base = s.scalar(select(ModelVersion).where(ModelVersion.name == BASE_VERSION))
-        if base is None:
-            has_active = s.scalar(select(ModelVersion.id).where(ModelVersion.status == "active")) is not None
-            base = ModelVersion(name=BASE_VERSION, status="retired" if has_active else "active", activated=utcnow())
-            s.add(base)
-            s.flush()
-        return base
+    """Create version 0 (active) on a fresh database; idempotent, also for replicas starting at once."""
+    try:
+        with transaction(engine) as s:
+            base = s.scalar(select(ModelVersion).where(ModelVersion.name == BASE_VERSION))
+            if base is None:
+                has_active = s.scalar(select(ModelVersion.id).where(ModelVersion.status == "active")) is not None
+                status = "retired" if has_active else "active"
+                base = ModelVersion(name=BASE_VERSION, status=status, activated=utcnow())
+                s.add(base)
+                s.flush()
+            return base
+    except IntegrityError:  # another process created it a moment ago (the name is unique)
+        return get_version(engine, name=BASE_VERSION)
 
 
 def list_versions(engine: Engine) -> list[ModelVersion]:
@@ -48,6 +52,9 @@ def active_version(engine: Engine) -> ModelVersion:
 def set_active(engine: Engine, *, name: str) -> ModelVersion:
     """Mark `name` active and the previously active version retired, in one transaction."""
     with transaction(engine) as s:
+        # Activations take turns (PostgreSQL: every version row locked; SQLite's writers are serialized anyway), so
+        # the retiring UPDATE below sees the version an activation committed a moment ago and no two stay active.
+        s.execute(select(ModelVersion.id).with_for_update())
         version = s.scalar(select(ModelVersion).where(ModelVersion.name == name))
         if version is None:
             raise NotFound(f"no model version named {name!r}")
