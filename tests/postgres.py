@@ -46,13 +46,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _reap_stale(bindir: Path, as_postgres: list[str]) -> None:
+    """Stop the servers of test sessions that were killed before their teardown (their owner process is gone)."""
+    for owner in glob.glob(os.path.join(tempfile.gettempdir(), "apprentice-pg-*", "owner.pid")):
+        root = Path(owner).parent
+        with contextlib.suppress(OSError, ValueError):
+            if not _alive(int(Path(owner).read_text())):
+                cmd = [*as_postgres, bindir / "pg_ctl", "-D", root / "data", "-m", "immediate", "stop"]
+                subprocess.run(cmd, capture_output=True)
+                shutil.rmtree(root, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def server() -> Iterator[str]:
     """Start a private PostgreSQL server; yields its admin URL (user postgres, database postgres, no password)."""
     bindir = bin_dir()
     assert bindir, "no PostgreSQL binaries: `make postgres` installs Debian's postgresql package"
-    root = Path(tempfile.mkdtemp(prefix="apprentice-pg-"))
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses to run as root
+    _reap_stale(bindir, as_postgres)
+    root = Path(tempfile.mkdtemp(prefix="apprentice-pg-"))
+    (root / "owner.pid").write_text(str(os.getpid()))
     if as_postgres:
         shutil.chown(root, "postgres", "postgres")
     data, port = root / "data", _free_port()
