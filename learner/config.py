@@ -112,6 +112,21 @@ class LearnerConfig:
     max_prompt_tokens: int = _f(1024, "Budget of the student prompt (older turns are dropped to fit).")
     max_teacher_prompt_tokens: int = _f(2048, "Budget of the teacher prompt, which also holds the demonstration.")
     max_answer_tokens: int = _f(512, "A corrected answer longer than this is refused (skipped and reported).")
+    # --- KL anchor on prompts without demonstrations ------------------------------------------------------------
+    anchor_weight: float = _f(
+        0.0,
+        "Weight of the KL anchor: each step also samples answers to general prompts (anchor_prompts, none of them a "
+        "general-suite probe) and adds this x KL(live version || student) on them, so what the model does on "
+        "ordinary prompts stays where it was. 0 turns it off. Both methods.",
+    )
+    anchor_batch_size: int = _f(4, "Anchor prompts per optimizer step.")
+    anchor_from: str = _f(
+        "student",
+        "Who answers the anchor prompts: student (on-policy) or teacher (the frozen live version, whose logits "
+        "come with its samples: no teacher pass).",
+    )
+    anchor_max_new_tokens: int = _f(48, "Length cap of an anchor rollout.")
+    anchor_prompts: str = _f("", "A text file of anchor prompts, one per line; empty: the shipped pool.")
     # --- data ----------------------------------------------------------------------------------------------------
     replay_fraction: float = _f(
         0.0,
@@ -120,8 +135,16 @@ class LearnerConfig:
     )
     # --- device --------------------------------------------------------------------------------------------------
     device: str = _f("auto", "auto (cuda when available, else cpu), cpu, cuda or cuda:N.")
-    dtype: str = _f("auto", "Weights: auto (bfloat16 on CUDA, float32 on CPU), float32 or bfloat16.")
-    autocast: bool = _f(True, "bf16 autocast for the forward passes on CPU (~3x faster; log-probs move <= 0.1 nats).")
+    dtype: str = _f(
+        "auto",
+        "Weights: auto (float32 on every device), float32 or bfloat16. bf16 weights made continuing rounds on CUDA "
+        "collapse (general suite 48 -> 13 in the second round): the teacher and student then differ by rounding.",
+    )
+    autocast: bool = _f(
+        True,
+        "bf16 autocast for the forward passes on a CPU with native bf16 (AVX512-BF16/AMX: ~3x faster, log-probs "
+        "move <= 0.1 nats); ignored where bf16 is emulated (38x slower on an AVX2-only CPU) and on CUDA.",
+    )
     threads: int = _f(
         0,
         "torch CPU threads while training (restored after); 0 leaves torch's setting. On a "
@@ -148,6 +171,9 @@ class LearnerConfig:
             (self.steps >= 0 and self.epochs > 0 and self.min_steps >= 1, "steps >= 0, epochs > 0, min_steps >= 1"),
             (0 <= self.jsd_beta <= 1 and 0 < self.ema_rate <= 1, "jsd_beta in [0, 1], ema_rate in (0, 1]"),
             (0 <= self.replay_fraction <= 1, "replay_fraction must be in [0, 1]"),
+            (self.anchor_weight >= 0 and self.anchor_batch_size >= 1, "anchor_weight >= 0, anchor_batch_size >= 1"),
+            (self.anchor_from in ("student", "teacher"), "anchor_from must be student or teacher"),
+            (self.anchor_max_new_tokens >= 1, "anchor_max_new_tokens must be >= 1"),
             (self.skip_first_tokens >= 0 and self.top_k >= 0, "skip_first_tokens and top_k must be >= 0"),
             (
                 "{question}" in self.teacher_template and "{demonstration}" in self.teacher_template,
@@ -212,7 +238,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "new_tokens_factor": 1.5,
         "new_tokens_margin": 8,
     },
-    # ~4B instruction models (e.g. Qwen3-4B-Instruct) on one GPU: bf16, the paper's sampling, a smaller lr.
+    # ~4B instruction models (e.g. Qwen3-4B-Instruct) on one GPU: the paper's sampling, a smaller lr (fp32 weights).
     "4b": {
         "learning_rate": 1e-4,
         "lora_r": 16,
@@ -221,7 +247,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "micro_batch_size": 4,
         "epochs": 4.0,
         "max_new_tokens": 512,
-        "dtype": "bfloat16",
     },
 }
 

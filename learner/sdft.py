@@ -125,7 +125,9 @@ def completion_logits(session: Session, prompts: list[list[int]], completions: l
 TEACHER_LOGITS_BYTES = 2**30  # above this, teacher-sampled rollouts do not keep their logits (a teacher pass runs)
 
 
-def sample(session: Session, batch: list[Prompt]) -> tuple[list[list[int]], list[Any] | None]:
+def sample(
+    session: Session, batch: list[Prompt], *, source: str | None = None, budget: int | None = None
+) -> tuple[list[list[int]], list[Any] | None]:
     """One sampled completion per prompt, ending with its end-of-turn token if it ended: from the current student on
     the student prompt, or with `rollout_from="teacher"` from the teacher on the teacher prompt. With the teacher's
     samples come its (len, V) logits on each completion's tokens: the teacher pass of the loss (same weights, prompt
@@ -137,13 +139,14 @@ def sample(session: Session, batch: list[Prompt]) -> tuple[list[list[int]], list
     from transformers import GenerationConfig
 
     cfg, tok = session.config, session.tokenizer
-    name = TEACHER if cfg.rollout_from == "teacher" else STUDENT
+    name = TEACHER if (source or cfg.rollout_from) == "teacher" else STUDENT
     model = refresh_rollout_model(session, name)
     context: contextlib.AbstractContextManager = contextlib.nullcontext()
     if model is None:
         model, context = session.model, session.adapter(name)
-    longest = max(len(p.answer_ids) for p in batch)
-    budget = min(cfg.max_new_tokens, int(longest * cfg.new_tokens_factor) + cfg.new_tokens_margin)
+    if budget is None:
+        longest = max(len(p.answer_ids) for p in batch)
+        budget = min(cfg.max_new_tokens, int(longest * cfg.new_tokens_factor) + cfg.new_tokens_margin)
     stops = sorted({session.eot_id, tok.eos_token_id} - {None})
     vocab = model.get_output_embeddings().weight.shape[0]
     keep = name == TEACHER and len(batch) * budget * vocab * 4 <= TEACHER_LOGITS_BYTES  # generate keeps them in fp32
@@ -208,23 +211,17 @@ def with_rollouts(session: Session, stream: Iterable[list[Prompt]]) -> Iterator[
             at += len(b)
 
 
-def sdft_step(session: Session, batch: list[Prompt], rollouts: Rollouts | None = None) -> dict[str, Any]:
-    """Rollouts (sampled here unless given, from `with_rollouts`), teacher and student passes and backward for one
-    optimizer step (the caller steps the optimizer)."""
+def distill_backward(
+    session: Session, batch: list[Prompt], completions: list[list[int]], teacher_rows: list[Any] | None, weight: float
+) -> dict[str, Any]:
+    """Backward of `weight` x the mean per-sequence divergence (teacher on [teacher prompt; y], student on [student
+    prompt; y]) over the batch's sequences that have loss tokens; returns the sums and timings."""
     import torch
 
     cfg = session.config
-    demonstrations, batch = batch, [p for p in batch for _ in range(cfg.samples_per_prompt)]
-    if rollouts is None:
-        t0 = time.perf_counter()
-        completions, teacher_rows = sample(session, batch)
-        t_gen = time.perf_counter() - t0
-    else:
-        completions, teacher_rows, t_gen = rollouts
     lengths = [len(c) for c in completions]
     n_valid = sum(n > cfg.skip_first_tokens for n in lengths)
-    t_teacher = t_student = 0.0
-    loss_sum = kl_sum = 0.0
+    out = {"loss_sum": 0.0, "kl_sum": 0.0, "n_valid": n_valid, "teacher_s": 0.0, "student_s": 0.0}
     for start in range(0, len(batch), cfg.micro_batch_size):
         part, comps = batch[start : start + cfg.micro_batch_size], completions[start : start + cfg.micro_batch_size]
         t1 = time.perf_counter()
@@ -239,32 +236,66 @@ def sdft_step(session: Session, batch: list[Prompt], rollouts: Rollouts | None =
         mask = loss_mask([len(c) for c in comps], student.shape[1], cfg.skip_first_tokens, session.device)
         per_seq, valid = per_sequence_mean(token_divergence(student, teacher, cfg), mask)
         if n_valid and valid.any():
-            (per_seq[valid].sum() / n_valid).backward()
-        loss_sum += float(per_seq[valid].detach().sum())
+            (per_seq[valid].sum() * (weight / n_valid)).backward()
+        out["loss_sum"] += float(per_seq[valid].detach().sum())
         if cfg.loss != "forward_kl" or cfg.top_k:
             with torch.no_grad():
                 full = cfg.__class__(**{**cfg.to_dict(), "loss": "forward_kl", "top_k": 0})
                 kl_seq, _ = per_sequence_mean(token_divergence(student, teacher, full), mask)
-                kl_sum += float(kl_seq[valid].sum())
-        t_teacher += t2 - t1
-        t_student += time.perf_counter() - t2
-    n = max(n_valid, 1)
-    sft_loss = None
+                out["kl_sum"] += float(kl_seq[valid].sum())
+        else:
+            out["kl_sum"] += float(per_seq[valid].detach().sum())
+        out["teacher_s"] += t2 - t1
+        out["student_s"] += time.perf_counter() - t2
+    return out
+
+
+def sdft_step(session: Session, batch: list[Prompt], rollouts: Rollouts | None = None) -> dict[str, Any]:
+    """Rollouts (sampled here unless given, from `with_rollouts`), teacher and student passes and backward for one
+    optimizer step (the caller steps the optimizer)."""
+    cfg = session.config
+    demonstrations, batch = batch, [p for p in batch for _ in range(cfg.samples_per_prompt)]
+    if rollouts is None:
+        t0 = time.perf_counter()
+        completions, teacher_rows = sample(session, batch)
+        t_gen = time.perf_counter() - t0
+    else:
+        completions, teacher_rows, t_gen = rollouts
+    lengths = [len(c) for c in completions]
+    sums = distill_backward(session, batch, completions, teacher_rows, 1.0)
+    n = max(sums["n_valid"], 1)
+    sft_loss, t_student = None, sums["student_s"]
     if cfg.sft_weight:
         from learner.sft import answer_loss_backward  # sft imports this module
 
         sft_loss, _, seconds = answer_loss_backward(session, demonstrations, cfg.sft_weight)
         t_student += seconds
     return {
-        "loss": loss_sum / n + cfg.sft_weight * (sft_loss or 0.0),
-        "kl": (kl_sum if (cfg.loss != "forward_kl" or cfg.top_k) else loss_sum) / n,
+        "loss": sums["loss_sum"] / n + cfg.sft_weight * (sft_loss or 0.0),
+        "kl": sums["kl_sum"] / n,
         "sft_loss": sft_loss,
         "tokens": sum(lengths),
         "loss_tokens": sum(max(0, n - cfg.skip_first_tokens) for n in lengths),
         "completion_len_mean": sum(lengths) / len(lengths),
         "generation_s": t_gen,
-        "teacher_s": t_teacher,
+        "teacher_s": sums["teacher_s"],
         "student_s": t_student,
+    }
+
+
+def anchor_step(session: Session, prompts: list[Prompt]) -> dict[str, Any]:
+    """The KL anchor: rollouts on general prompts without any demonstration (from the student, or the frozen live
+    version with `anchor_from="teacher"`), and backward of `anchor_weight` x KL(live version || student) on them.
+    The prompts' teacher ids are their student ids, so the teacher adapter is the live version without context."""
+    cfg = session.config
+    t0 = time.perf_counter()
+    completions, teacher_rows = sample(session, prompts, source=cfg.anchor_from, budget=cfg.anchor_max_new_tokens)
+    t_gen = time.perf_counter() - t0
+    sums = distill_backward(session, prompts, completions, teacher_rows, cfg.anchor_weight)
+    return {
+        "anchor_kl": sums["kl_sum"] / max(sums["n_valid"], 1),
+        "anchor_s": time.perf_counter() - t0,
+        "generation_s": t_gen,
     }
 
 

@@ -78,8 +78,29 @@ class Session:
         self.model.save_pretrained(str(out_dir), selected_adapters=[STUDENT])
 
 
+def fast_cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 / AMX). Without it, bf16 matmuls are emulated: on
+    an AVX2-only EPYC a 256x576x1536 bf16 matmul took 38x as long as fp32, so autocast would slow training down."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def weight_dtype(config: LearnerConfig) -> Any:
+    """The training weights' dtype, the same on every device: float32 unless the config says bfloat16."""
+    import torch
+
+    return torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
+
+
 def resolve_device(config: LearnerConfig) -> tuple[Any, Any, bool]:
-    """(device, weight dtype, bf16 autocast?) from the config: bf16 weights on CUDA, fp32 + autocast on CPU."""
+    """(device, weight dtype, bf16 autocast?) from the config. Weights are float32 unless the config says bfloat16,
+    on CUDA too: with bf16 weights a continuing round's teacher (the parent's LoRA merged into rounded bf16 weights)
+    and student (bf16 base plus an unmerged LoRA) disagree by rounding alone, and that gap, not the demonstrations,
+    drove the updates (see docs/learning.md). Autocast runs the passes in bf16 on a CPU that computes it natively."""
     import torch
 
     name = config.device
@@ -88,10 +109,8 @@ def resolve_device(config: LearnerConfig) -> tuple[Any, Any, bool]:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ApprenticeError("learner config asks for device cuda, but torch sees no CUDA device")
     device = torch.device(name)
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(config.dtype)
-    if dtype is None:
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    autocast = device.type == "cpu" and dtype == torch.float32 and config.autocast
+    dtype = weight_dtype(config)
+    autocast = device.type == "cpu" and dtype == torch.float32 and config.autocast and fast_cpu_bf16()
     return device, dtype, autocast
 
 
@@ -107,7 +126,8 @@ def open_session(
     device, dtype, autocast = resolve_device(config)
     base, tokenizer = load_model(model_dir, device=str(device), dtype=dtype)
     rollout_model = None
-    if config.method == "sdft" and config.merged_rollouts:
+    teacher = config.method == "sdft" or config.anchor_weight > 0
+    if teacher and config.merged_rollouts:
         # bf16 when the passes run under autocast: autocast would re-cast every weight for every generated token
         rollout_model = copy.deepcopy(base).to(torch.bfloat16 if autocast else dtype)
     if parent_adapter:
@@ -123,7 +143,7 @@ def open_session(
         )
         model = get_peft_model(base, lora)
     session = Session(model, tokenizer, config, device, autocast, end_of_turn_id(tokenizer), rollout_model)
-    if config.method == "sdft":
+    if teacher:
         _add_teacher(model)
     if rollout_model is not None:
         session.merge_pairs = _merge_pairs(model, rollout_model)
@@ -279,6 +299,7 @@ def _train(
     session = open_session(model_dir, config, parent_adapter=parent_adapter, total_steps=total)
     work = batches(prompts, config, total)
     steps = sdft.with_rollouts(session, work) if config.method == "sdft" else ((b, None) for b in work)
+    anchors = anchor_batches(tokenizer, config, total) if config.anchor_weight > 0 else None
     records: list[dict[str, Any]] = []
     started = time.perf_counter()
     for i, (batch, rollouts) in enumerate(steps, start=1):
@@ -287,6 +308,10 @@ def _train(
         t0 = time.perf_counter()
         lr = session.scheduler.get_last_lr()[0]
         record = sft.sft_step(session, batch) if rollouts is None else sdft.sdft_step(session, batch, rollouts)
+        if anchors is not None:
+            anchor = sdft.anchor_step(session, next(anchors))
+            record.update(anchor_kl=anchor["anchor_kl"], anchor_s=anchor["anchor_s"])
+            record["generation_s"] = record.get("generation_s", 0.0) + anchor["generation_s"]
         record["grad_norm"] = optimizer_step(session)
         if config.method == "sdft" and config.teacher == "ema":
             sdft.ema_update(session)
@@ -300,6 +325,36 @@ def _train(
     return TrainResult(session, records, metrics, skipped, [p.demo_id for p in prompts])
 
 
+ANCHOR_PROMPTS = Path(__file__).parent / "data" / "anchor_prompts.txt"
+
+
+def anchor_prompts(config: LearnerConfig) -> list[str]:
+    path = Path(config.anchor_prompts) if config.anchor_prompts else ANCHOR_PROMPTS
+    if not path.exists():
+        raise ApprenticeError(f"anchor prompt file {path} does not exist (learner setting anchor_prompts)")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise ApprenticeError(f"anchor prompt file {path} holds no prompts")
+    return lines
+
+
+def anchor_batches(tokenizer: Any, config: LearnerConfig, steps: int) -> Iterator[list[Prompt]]:
+    """`steps` batches of anchor prompts (a single user turn each; teacher ids = student ids), seeded and cycling."""
+    from learner.chat import encode_chat
+
+    rng = random.Random(config.seed + 1)
+    texts = anchor_prompts(config)
+    stream: list[str] = []
+    for _ in range(steps):
+        while len(stream) < config.anchor_batch_size:
+            epoch = list(texts)
+            rng.shuffle(epoch)
+            stream += epoch
+        batch, stream = stream[: config.anchor_batch_size], stream[config.anchor_batch_size :]
+        ids = [encode_chat(tokenizer, [{"role": "user", "content": t}]) for t in batch]
+        yield [Prompt(i, i, []) for i in ids]
+
+
 def _tokenizer(model_dir: str) -> Any:
     from learner.model_files import load_tokenizer
 
@@ -310,11 +365,11 @@ def summarize(records: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
     """Round metrics from the step records: means, totals and the time split."""
     n = max(len(records), 1)
     out: dict[str, Any] = {"steps": len(records), "seconds": round(seconds, 3), "seconds_per_step": seconds / n}
-    for key in ("loss", "kl", "grad_norm"):
+    for key in ("loss", "kl", "grad_norm", "anchor_kl"):
         values = [r[key] for r in records if r.get(key) is not None]
         if values:
             out[f"{key}_first"], out[f"{key}_last"] = values[0], values[-1]
             out[f"{key}_mean"] = sum(values) / len(values)
-    for key in ("generation_s", "teacher_s", "student_s", "tokens"):
+    for key in ("generation_s", "teacher_s", "student_s", "anchor_s", "tokens"):
         out[f"{key}_total"] = sum(r.get(key, 0) for r in records)
     return out

@@ -1,0 +1,66 @@
+"""The KL anchor: its prompt pool is disjoint from the general suite, both methods train with it, and it holds the
+student near the live version on prompts without demonstrations (the tiny model, SFT at a high learning rate)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from learner.probes import GENERAL_SUITE
+from learner.sdft import completion_logits, divergence
+from learner.training import ANCHOR_PROMPTS, STUDENT, TEACHER, anchor_batches, anchor_prompts, train
+from storage.errors import ApprenticeError
+from tests.test_sdft import DEMOS, fp32
+
+
+def test_the_anchor_pool_is_not_the_general_suite():
+    suite = {json.loads(line)["messages"][-1]["content"].strip().lower() for line in GENERAL_SUITE.open()}
+    pool = [p.lower() for p in anchor_prompts(fp32())]
+    assert len(pool) >= 100 and len(set(pool)) == len(pool)
+    assert not suite & set(pool), "anchor prompts must not be general-suite probes"
+
+
+def test_anchor_batches_cycle_through_the_pool(tiny_model_dir, tmp_path):
+    from learner.model_files import load_tokenizer
+
+    path = tmp_path / "pool.txt"
+    path.write_text("one\ntwo\n\nthree\n")
+    batches = list(
+        anchor_batches(load_tokenizer(tiny_model_dir), fp32(anchor_prompts=str(path), anchor_batch_size=2), 3)
+    )
+    assert [len(b) for b in batches] == [2, 2, 2]
+    assert all(p.student_ids == p.teacher_ids and p.answer_ids == [] for b in batches for p in b)
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(ApprenticeError, match="holds no prompts"):
+        anchor_prompts(fp32(anchor_prompts=str(tmp_path / "empty.txt")))
+    assert ANCHOR_PROMPTS.exists()
+
+
+def _drift(result) -> float:
+    """Mean next-token KL(live version || student) over anchor prompts followed by a fixed continuation."""
+    session = result.session
+    texts = anchor_prompts(session.config)[:8]
+    batch = next(anchor_batches(session.tokenizer, session.config.replace(anchor_batch_size=8), 1))
+    assert len(batch) == len(texts)
+    cont = [session.tokenizer("It is a good question.", add_special_tokens=False)["input_ids"]] * len(batch)
+    with torch.no_grad():
+        student = completion_logits(session, [p.student_ids for p in batch], cont).float().log_softmax(-1)
+        with session.adapter(TEACHER):
+            live = completion_logits(session, [p.student_ids for p in batch], cont).float().log_softmax(-1)
+    return float(divergence(student, live, "forward_kl").mean())
+
+
+@pytest.mark.parametrize("method", ["sft", "sdft"])
+def test_the_anchor_holds_the_student_near_the_live_version(tiny_model_dir, method):
+    # unclipped, so that the anchor's pull is not scaled down with the demonstrations' larger gradient
+    common = dict(method=method, steps=6, learning_rate=1e-2, anchor_batch_size=4, anchor_max_new_tokens=6,
+                  max_grad_norm=0)  # fmt: skip
+    free = train(tiny_model_dir, DEMOS, fp32(**common))
+    held = train(tiny_model_dir, DEMOS, fp32(**common, anchor_weight=50.0))
+    assert all(r["anchor_kl"] >= 0 for r in held.steps) and "anchor_kl" not in free.steps[0]
+    teacher = [p for n, p in held.session.model.named_parameters() if f".{TEACHER}." in n]
+    assert teacher and not any(p.requires_grad for p in teacher)
+    assert any(f".{STUDENT}." in n for n, _ in held.session.model.named_parameters())
+    assert _drift(held) < 0.8 * _drift(free), (_drift(held), _drift(free))
