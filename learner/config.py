@@ -24,6 +24,9 @@ PAPER_TEACHER_TEMPLATE = (
 )
 # For small models, whose teacher rambles on the paper's prompt: the demonstration as the answer, then stop.
 SHORT_TEACHER_TEMPLATE = "{question}\n\nThe correct answer is: {demonstration}\n\nAnswer the question in one sentence."
+# The demonstration first, then the question, with no phrase to copy: the short template's "The correct answer is:"
+# turned up in 43% of general replies after three sequential rounds (bench/results/README.md).
+CONTEXT_FIRST_TEMPLATE = "{demonstration}\n\n{question} Answer in one sentence."
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 METHODS = ("sdft", "sft")
 LOSSES = ("forward_kl", "reverse_kl", "jsd")

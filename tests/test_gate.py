@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from learner.gate import GateConfig, SkillScore, decide
+from learner.preference import Preference, learned_check
 from storage import evals, probes
 
 
@@ -84,6 +85,30 @@ def test_new_skills_and_plain_dicts_are_accepted():
     assert decision.promote
     assert {c.skill: c.rule for c in decision.checks} == {"general": "margin", "new": "new-skill"}
     assert not decide({}, {}).promote
+
+
+def test_drift_is_bounded_by_the_best_version_ever_live():
+    best = {"general": ("v2", s(0.42, 300))}
+    slipped = decide({**LIVE, "general": s(0.395, 300)}, LIVE, trained_skills=["geo"], best=best)
+    assert not slipped.promote  # within 2 points of the live version, 2.5 below the best one
+    assert "general is 2.5 points below v2, the best version ever live (42.0% -> 39.5%; margin 2)" in slipped.reason
+    assert decide({**LIVE, "general": s(0.40, 300)}, LIVE, trained_skills=["geo"], best=best).promote
+
+
+def test_a_round_that_learned_nothing_is_rejected():
+    live = [Preference(-2.0, -1.0), Preference(-1.5, -1.0), Preference(-0.5, -1.0)]  # prefers 1 of 3 corrections
+    same = learned_check(live, [Preference(-1.9, -1.0), Preference(-1.4, -1.0), Preference(-0.4, -1.0)], 0.05)
+    assert not same.passed and same.describe().startswith("prefers the correction on 1 of 3 (live: 1)")
+    decision = decide(LIVE, LIVE, trained_skills=["geo"], learned=same)
+    assert not decision.promote and "learned nothing from its round: prefers the correction on 1 of 3" in decision.reason
+    better = learned_check(live, [Preference(-0.5, -1.0), Preference(-1.4, -1.0), Preference(-0.4, -1.0)], 0.05)
+    assert better.passed and decide(LIVE, LIVE, trained_skills=["geo"], learned=better).promote
+    # no original replies (imported corrections): the corrections' log-prob must rise by the minimum gain
+    bare = [Preference(-2.0, None)]
+    assert not learned_check(bare, [Preference(-1.98, None)], 0.05).passed
+    assert learned_check(bare, [Preference(-1.5, None)], 0.05).passed
+    # the live version already preferred every correction: the same minimum gain
+    assert not learned_check([Preference(-0.5, -1.0)], [Preference(-0.5, -1.0)], 0.05).passed
 
 
 def test_the_settings_choose_the_gate_rules(monkeypatch, tiny_model_dir):

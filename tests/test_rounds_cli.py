@@ -33,7 +33,8 @@ def test_learn_now_from_the_command_line(tiny_model_dir, tmp_path, capsys):
 
 
 def test_learn_now_gates_the_new_version(tiny_model_dir, tmp_path, capsys, monkeypatch):
-    """One gated round (a rejection is in tests/test_scheduler.py: each gate scores the general suite)."""
+    """Gated rounds: one that learned nothing is rejected, one that learned is promoted (a rejection for forgetting
+    is in tests/test_scheduler.py: each gate scores the general suite)."""
     from storage.probes import add_probes
     from tests.test_gate import store_scores
 
@@ -47,20 +48,26 @@ def test_learn_now_gates_the_new_version(tiny_model_dir, tmp_path, capsys, monke
     store_scores(engine, "v0", {"general": 0.0})  # stored and current: the gate scores v0 on geo only
     monkeypatch.setenv("APPRENTICE_GATE_MIN_PROBES", "1000")  # the deployment's setting reaches the gate
 
-    assert main([*learn, "--json"]) == 0  # the trained skill did not get worse: promoted
+    assert main([*learn, "--set", "learning_rate=1e-9", "--json"]) == 0  # a round that learned nothing
+    outcome = json.loads(capsys.readouterr().out)
+    assert not outcome["gate"]["promoted"] and "learned nothing from its round" in outcome["gate"]["reason"]
+    assert versions.get_version(engine, name="v1").status == "rejected" and versions.active_version(engine).name == "v0"
+
+    assert main([*learn, "--set", "learning_rate=0.05", "--json"]) == 0  # learned; the trained skill kept its 0%
     outcome = json.loads(capsys.readouterr().out)
     gate = outcome["gate"]
     assert gate["promoted"] and gate["reason"].startswith("promoted: "), gate
+    assert "correction log-prob per token" in gate["reason"]
     assert {c["skill"]: c["rule"] for c in gate["checks"]} == {"general": "too-few-probes", "geo": "trained"}
     assert gate["checks"][1]["live"] == gate["checks"][1]["candidate"] == {"score": 0.0, "n": 3}  # both scored
-    assert versions.active_version(engine).name == outcome["version"] == "v1"
+    assert versions.active_version(engine).name == outcome["version"] == "v2"
 
     add_demos(engine, 2, start=2, skill="geo")
     assert main([*learn, "--no-gate"]) == 0
     out = capsys.readouterr().out
-    assert "round 2 succeeded: version v2 (candidate)" in out and "gate" not in out
+    assert "round 3 succeeded: version v3 (candidate)" in out and "gate" not in out
     assert (
-        versions.get_version(engine, name="v2").status == "candidate" and versions.active_version(engine).name == "v1"
+        versions.get_version(engine, name="v3").status == "candidate" and versions.active_version(engine).name == "v2"
     )
     with pytest.raises(SystemExit):  # one or the other
         main([*learn, "--no-gate", "--activate"])
