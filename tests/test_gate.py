@@ -100,7 +100,8 @@ def test_a_round_that_learned_nothing_is_rejected():
     same = learned_check(live, [Preference(-1.9, -1.0), Preference(-1.4, -1.0), Preference(-0.4, -1.0)], 0.05)
     assert not same.passed and same.describe().startswith("prefers the correction on 1 of 3 (live: 1)")
     decision = decide(LIVE, LIVE, trained_skills=["geo"], learned=same)
-    assert not decision.promote and "learned nothing from its round: prefers the correction on 1 of 3" in decision.reason
+    assert not decision.promote
+    assert "learned nothing from its round: prefers the correction on 1 of 3" in decision.reason
     better = learned_check(live, [Preference(-0.5, -1.0), Preference(-1.4, -1.0), Preference(-0.4, -1.0)], 0.05)
     assert better.passed and decide(LIVE, LIVE, trained_skills=["geo"], learned=better).promote
     # no original replies (imported corrections): the corrections' log-prob must rise by the minimum gain
