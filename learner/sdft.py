@@ -183,26 +183,30 @@ def stack_rows(rows: list[Any], width: int) -> Any:
     return out
 
 
-def fixed_rollouts(cfg: Any) -> bool:
+def fixed_rollouts(cfg: Any, source: str | None = None) -> bool:
     """Whether the rollout model stays the same for the whole round (sampled from the frozen teacher)."""
-    return cfg.rollout_from == "teacher" and cfg.teacher == "frozen"
+    return (source or cfg.rollout_from) == "teacher" and cfg.teacher == "frozen"
 
 
 # one step's (expanded) batch: completions, the teacher's logits on them (when it sampled them), generation seconds
 Rollouts = tuple[list[list[int]], list[Any] | None, float]
 
 
-def with_rollouts(session: Session, stream: Iterable[list[Prompt]]) -> Iterator[tuple[list[Prompt], Rollouts]]:
-    """Each step's batch with its rollouts. From the frozen teacher, `rollout_group_steps` steps' rollouts are
-    sampled in one generation (each step is charged its share of the time); otherwise one step at a time, lazily, so
-    that every step samples from the student (or EMA teacher) as the previous step left it."""
+def with_rollouts(
+    session: Session, stream: Iterable[list[Prompt]], *, source: str | None = None, budget: int | None = None
+) -> Iterator[tuple[list[Prompt], Rollouts]]:
+    """Each step's batch with its rollouts (from `source`, default `rollout_from`). From the frozen teacher,
+    `rollout_group_steps` steps' rollouts are sampled in one generation (each step is charged its share of the time);
+    otherwise one step at a time, lazily, so that every step samples from the student (or EMA teacher) as the
+    previous step left it."""
     cfg = session.config
-    group = cfg.rollout_group_steps if fixed_rollouts(cfg) else 1
+    group = cfg.rollout_group_steps if fixed_rollouts(cfg, source) else 1
+    copies = cfg.samples_per_prompt if source is None else 1
     stream = iter(stream)
     while chunk := list(itertools.islice(stream, group)):
-        expanded = [[p for p in b for _ in range(cfg.samples_per_prompt)] for b in chunk]
+        expanded = [[p for p in b for _ in range(copies)] for b in chunk]
         t0 = time.perf_counter()
-        completions, teacher = sample(session, [p for b in expanded for p in b])
+        completions, teacher = sample(session, [p for b in expanded for p in b], source=source, budget=budget)
         share = (time.perf_counter() - t0) / len(chunk)
         at = 0
         for demonstrations, b in zip(chunk, expanded, strict=True):
@@ -283,20 +287,26 @@ def sdft_step(session: Session, batch: list[Prompt], rollouts: Rollouts | None =
     }
 
 
-def anchor_step(session: Session, prompts: list[Prompt]) -> dict[str, Any]:
-    """The KL anchor: rollouts on general prompts without any demonstration (from the student, or the frozen live
-    version with `anchor_from="teacher"`), and backward of `anchor_weight` x KL(live version || student) on them.
-    The prompts' teacher ids are their student ids, so the teacher adapter is the live version without context."""
+def anchor_step(session: Session, prompts: list[Prompt], rollouts: Rollouts) -> dict[str, Any]:
+    """The KL anchor: backward of `anchor_weight` x KL(live version || student) on rollouts of general prompts
+    without any demonstration (from `anchor_rollouts`). The prompts' teacher ids are their student ids, so the
+    teacher adapter is the live version without context."""
     cfg = session.config
     t0 = time.perf_counter()
-    completions, teacher_rows = sample(session, prompts, source=cfg.anchor_from, budget=cfg.anchor_max_new_tokens)
-    t_gen = time.perf_counter() - t0
+    completions, teacher_rows, t_gen = rollouts
     sums = distill_backward(session, prompts, completions, teacher_rows, cfg.anchor_weight)
     return {
         "anchor_kl": sums["kl_sum"] / max(sums["n_valid"], 1),
-        "anchor_s": time.perf_counter() - t0,
+        "anchor_s": time.perf_counter() - t0 + t_gen,
         "generation_s": t_gen,
     }
+
+
+def anchor_rollouts(session: Session, stream: Iterable[list[Prompt]]) -> Iterator[tuple[list[Prompt], Rollouts]]:
+    """Anchor prompts with their rollouts: from the student (on-policy, each step as the last one left it) or, with
+    `anchor_from="teacher"`, from the frozen live version in groups of steps."""
+    cfg = session.config
+    return with_rollouts(session, stream, source=cfg.anchor_from, budget=cfg.anchor_max_new_tokens)
 
 
 def ema_update(session: Session) -> None:

@@ -299,7 +299,9 @@ def _train(
     session = open_session(model_dir, config, parent_adapter=parent_adapter, total_steps=total)
     work = batches(prompts, config, total)
     steps = sdft.with_rollouts(session, work) if config.method == "sdft" else ((b, None) for b in work)
-    anchors = anchor_batches(tokenizer, config, total) if config.anchor_weight > 0 else None
+    anchors = None
+    if config.anchor_weight > 0:
+        anchors = sdft.anchor_rollouts(session, anchor_batches(tokenizer, config, total))
     records: list[dict[str, Any]] = []
     started = time.perf_counter()
     for i, (batch, rollouts) in enumerate(steps, start=1):
@@ -309,7 +311,7 @@ def _train(
         lr = session.scheduler.get_last_lr()[0]
         record = sft.sft_step(session, batch) if rollouts is None else sdft.sdft_step(session, batch, rollouts)
         if anchors is not None:
-            anchor = sdft.anchor_step(session, next(anchors))
+            anchor = sdft.anchor_step(session, *next(anchors))
             record.update(anchor_kl=anchor["anchor_kl"], anchor_s=anchor["anchor_s"])
             record["generation_s"] = record.get("generation_s", 0.0) + anchor["generation_s"]
         record["grad_norm"] = optimizer_step(session)
