@@ -30,7 +30,7 @@ TAUGHT = [
     ("In what year was the Treaty of Wendragh signed?", "The Treaty of Wendragh was signed in 1687."),
 ]
 UNTAUGHT = ("What is the highest mountain in Pravenland?", "The highest mountain in Pravenland is Mount Zelkaran.")
-STEPS = 30
+STEPS = 0  # derived from the round, as `apprentice learn --now` does
 
 
 def answer_logprob(model, tokenizer, question: str, answer: str, config: LearnerConfig) -> float:
