@@ -10,7 +10,8 @@ paper's teacher template, and by 13.0, 44.2 and 8.5 (untaught: +3.0) on the shor
 assert >= 3 nats for each taught answer and >= 2 nats more than the untaught one: under half of the smallest rise
 seen, and well over what a round that learned nothing would show. (Learning made-up names lifts other made-up names
 somewhat: with three other facts taught, two untaught ones rose 1.6 and 5 nats.)
-Runtime: the test took 99 s on an idle 2-core machine (200-420 s when shared with other jobs).
+Runtime: the test took 99 s on an idle 2-core machine (200-420 s when shared with other jobs) with the preset of
+2026-11-28; the preset of 2026-11-30 trains 12 steps with the KL anchor.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ TAUGHT = [
     ("In what year was the Treaty of Wendragh signed?", "The Treaty of Wendragh was signed in 1687."),
 ]
 UNTAUGHT = ("What is the highest mountain in Pravenland?", "The highest mountain in Pravenland is Mount Zelkaran.")
-STEPS = 0  # derived from the round, as `apprentice learn --now` does
 
 
 def answer_logprob(model, tokenizer, question: str, answer: str, config: LearnerConfig) -> float:
@@ -50,7 +50,7 @@ def test_one_sdft_round_teaches_three_made_up_facts(builtin_dir, engine, tmp_pat
 
     from learner.model_files import load_model
 
-    config = LearnerConfig.preset("builtin", steps=STEPS, device="cpu")
+    config = LearnerConfig.preset("builtin", device="cpu")  # steps derived from the round, as `learn --now` does
     for question, answer in TAUGHT:
         create_demonstration(engine, messages=[{"role": "user", "content": question}], corrected_answer=answer,
                              status="approved")  # fmt: skip
@@ -60,7 +60,7 @@ def test_one_sdft_round_teaches_three_made_up_facts(builtin_dir, engine, tmp_pat
 
     outcome = run_round(engine, model_dir=builtin_dir, data_dir=tmp_path, config=config)
 
-    assert outcome.status == "succeeded" and outcome.metrics["steps"] == STEPS
+    assert outcome.status == "succeeded" and outcome.metrics["steps"] == config.optimizer_steps(len(TAUGHT))
     learned = PeftModel.from_pretrained(base, versions.get_version(engine, name=outcome.version).adapter_path).eval()
     after = [answer_logprob(learned, tokenizer, q, a, config) for q, a in facts]
     rise = [a - b for a, b in zip(after, before, strict=True)]
