@@ -98,9 +98,8 @@ def weight_dtype(config: LearnerConfig) -> Any:
 
 def resolve_device(config: LearnerConfig) -> tuple[Any, Any, bool]:
     """(device, weight dtype, bf16 autocast?) from the config. Weights are float32 unless the config says bfloat16,
-    on CUDA too: with bf16 weights a continuing round's teacher (the parent's LoRA merged into rounded bf16 weights)
-    and student (bf16 base plus an unmerged LoRA) disagree by rounding alone, and that gap, not the demonstrations,
-    drove the updates (see docs/learning.md). Autocast runs the passes in bf16 on a CPU that computes it natively."""
+    on CUDA too: with bf16 weights continuing rounds collapsed on an H200 while float32 held (what differs is in
+    bench/results/lifelong/README.md). Autocast runs the passes in bf16 on a CPU that computes it natively."""
     import torch
 
     name = config.device
