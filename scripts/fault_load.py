@@ -65,7 +65,7 @@ class Server:
         log = open(self.data / "server.log", "a")  # noqa: SIM115 - the server writes to it while it runs
         self.proc = subprocess.Popen([APPRENTICE, "serve", "--port", str(port)], env=env, stdout=log, stderr=log)
         self.url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 900  # a busy machine starts a server slowly
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"the server exited; see {self.data / 'server.log'}"
             try:

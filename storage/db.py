@@ -124,18 +124,28 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+BUSY_TIMEOUT_S = 30  # the busy_timeout pragma above, in seconds
 _SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
 _WRITERS_LOCK = threading.Lock()
 
 
-def _writer_turn(engine: Engine) -> contextlib.AbstractContextManager[object]:
+@contextlib.contextmanager
+def _writer_turn(engine: Engine) -> Iterator[None]:
     """On SQLite, a process's writers take turns on a lock before BEGIN IMMEDIATE: a waiting thread wakes as soon as
     the writer before it commits, where SQLite's busy handler would have it sleep and poll (up to 100 ms a try),
-    which under many concurrent writers left some waiting for seconds. Other processes still queue on busy_timeout."""
+    which under many concurrent writers left some waiting for seconds. Other processes still queue on busy_timeout,
+    and so does a writer that waited as long as that (never a deadlock the busy timeout would not have had)."""
     if engine.dialect.name != "sqlite":
-        return contextlib.nullcontext()
+        yield
+        return
     with _WRITERS_LOCK:
-        return _SQLITE_WRITERS.setdefault(engine, threading.RLock())
+        lock = _SQLITE_WRITERS.setdefault(engine, threading.RLock())
+    turn = lock.acquire(timeout=BUSY_TIMEOUT_S)
+    try:
+        yield
+    finally:
+        if turn:
+            lock.release()
 
 
 @contextlib.contextmanager
