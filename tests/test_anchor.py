@@ -4,6 +4,7 @@ student near the live version on prompts without demonstrations (the tiny model,
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -14,12 +15,23 @@ from learner.training import ANCHOR_PROMPTS, STUDENT, TEACHER, anchor_batches, a
 from storage.errors import ApprenticeError
 from tests.test_sdft import DEMOS, fp32
 
+COMMON = {"what", "which", "answer", "with", "only", "word", "reply", "into", "name", "does", "give", "many", "that",
+          "there", "your", "from", "have", "number"}  # fmt: skip
+
+
+def _content_words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]{4,}", text.lower())) - COMMON - {"this"}
+
 
 def test_the_anchor_pool_is_not_the_general_suite():
-    suite = {json.loads(line)["messages"][-1]["content"].strip().lower() for line in GENERAL_SUITE.open()}
+    suite = [json.loads(line)["messages"][-1]["content"].strip().lower() for line in GENERAL_SUITE.open()]
     pool = [p.lower() for p in anchor_prompts(fp32())]
     assert len(pool) >= 100 and len(set(pool)) == len(pool)
-    assert not suite & set(pool), "anchor prompts must not be general-suite probes"
+    assert not set(suite) & set(pool), "anchor prompts must not be general-suite probes"
+    for prompt in pool:  # nor the same question in other words (most of its content words shared with a probe)
+        words = _content_words(prompt)
+        near = [s for s in suite if len(words) >= 2 and len(words & _content_words(s)) >= max(2, 0.7 * len(words))]
+        assert not near, (prompt, near)
 
 
 def test_anchor_batches_cycle_through_the_pool(tiny_model_dir, tmp_path):
