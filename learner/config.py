@@ -227,13 +227,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # of a 4-demonstration round) learned multiple choice but lost general points every round (round 2 rejected at
     # -6.7). Teacher-sampled rollouts reach the answer on a weak student; the teacher prompt puts the demonstration
     # first with no phrase to copy ("The correct answer is:" spread into 43% of general replies); the budget is 12
-    # exposures per demonstration at lr 1e-3 (LoRA's range for short runs) with 25% replay of learned ones; the KL
-    # anchor to the live version on demonstration-free prompts keeps general answers where they were. Measured
-    # variants, including the ones that lost: docs in bench/results/lifelong/README.md.
+    # exposures per demonstration at lr 5e-4 (1e-3 lost 5-6.7 general points on the first four facts) with 25%
+    # replay of learned ones; the KL anchor to the live version on demonstration-free prompts keeps general answers
+    # where they were. Every variant measured, with its numbers: bench/results/lifelong/README.md.
     "builtin": {
         "rollout_from": "teacher",
         "teacher_template": CONTEXT_FIRST_TEMPLATE,
-        "learning_rate": 1e-3,
+        "learning_rate": 5e-4,
         "temperature": 0.7,
         "min_steps": 4,
         "epochs": 12.0,
