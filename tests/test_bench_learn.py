@@ -51,7 +51,9 @@ def test_bench_learn_runs_end_to_end_and_resumes(tiny_model_dir: str, tmp_path: 
     sdft = doc["methods"]["sdft"]
     assert sdft["cost"]["generation_s"] > 0 and sdft["cost"]["student_s"] > 0
     assert 0 <= sdft["cost"]["teacher_s"] < sdft["cost"]["generation_s"]  # teacher rollouts bring the teacher's logits
-    assert doc["methods"]["sft"]["cost"]["generation_s"] == 0 and sdft["per_seed"]["direct_mc"]
+    assert sdft["per_seed"]["direct_mc"]
+    # SFT samples only its KL anchor's answers (the builtin preset gives both methods the anchor)
+    assert doc["methods"]["sft"]["cost"]["generation_s"] > 0
     assert doc["job_seconds"] >= sum(doc["methods"][m]["seconds"] for m in ("sft", "sdft"))
     assert doc["cost_ratio"] > 0 and doc["methods"]["sft"]["steps"] == sdft["steps"] == 2
     assert set(doc["equal_forgetting"]) == {"0.02", "0.05", "0.1"}
