@@ -148,6 +148,7 @@ def plot(report: dict[str, Any], path: Path) -> Path:
                 ys, base = [100 * r[key] for r in row["rounds"]], 100 * report["base"][key]
             ax.plot([0, *xs], [base, *ys], marker="o", label=method, color=COLORS.get(method))
         ax.set_title(title)
+        ax.set_xticks(range(report["rounds"] + 1))
         ax.set_xlabel("round")
         ax.set_ylabel("% correct")
         ax.set_ylim(0, 100)
