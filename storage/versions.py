@@ -52,9 +52,10 @@ def active_version(engine: Engine) -> ModelVersion:
 def set_active(engine: Engine, *, name: str) -> ModelVersion:
     """Mark `name` active and the previously active version retired, in one transaction."""
     with transaction(engine) as s:
-        # Activations take turns (PostgreSQL: every version row locked; SQLite's writers are serialized anyway), so
-        # the retiring UPDATE below sees the version an activation committed a moment ago and no two stay active.
-        s.execute(select(ModelVersion.id).with_for_update())
+        # Activations take turns (PostgreSQL: every version row locked, in id order so that two activations cannot
+        # deadlock; SQLite's writers are serialized anyway), so the retiring UPDATE below sees the version an
+        # activation committed a moment ago and no two stay active.
+        s.execute(select(ModelVersion.id).order_by(ModelVersion.id).with_for_update())
         version = s.scalar(select(ModelVersion).where(ModelVersion.name == name))
         if version is None:
             raise NotFound(f"no model version named {name!r}")
