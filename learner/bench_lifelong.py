@@ -182,7 +182,10 @@ def score_version(run: Lifelong, facts: list[bf.Fact], adapter: str | None, *, g
     specs = fact_specs(facts) + (load_general_suite(run.general_path) if general else [])
     model, tokenizer = load_version(run.options.model_dir, adapter)
     report = score_probes(model, tokenizer, specs, run.eval_config())
-    out: dict[str, Any] = {"facts": per_fact([r for r in report.probes if r.skill == "fact"])}
+    facts_done = [r for r in report.probes if r.skill == "fact"]
+    out: dict[str, Any] = {"facts": per_fact(facts_done)}
+    # the greedy reply to each demonstration's own question: for the base model, the answer a user corrects
+    out["same_replies"] = {r.external_id.split("|")[0]: r.reply for r in facts_done if "|same|" in r.external_id}
     if general:
         rest = [r for r in report.probes if r.skill != "fact"]
         out |= general_summary(run, sum(r.correct for r in rest) / len(rest), general_replies(rest))
@@ -203,14 +206,8 @@ def base_job(run: Lifelong) -> dict[str, Any]:
     path = run.cache / "base.json"
     if path.exists():
         return json.loads(path.read_text())
-    from learner.chat import encode_chat
-    from learner.evaluate import generate_replies, load_version
-
     record = score_version(run, run.taught, None, general=True)
-    model, tokenizer = load_version(run.options.model_dir, None)
-    prompts = [encode_chat(tokenizer, f.messages) for f in run.taught]
-    replies = generate_replies(model, tokenizer, prompts, run.eval_config())
-    record["originals"] = {f.id: r for f, r in zip(run.taught, replies, strict=True)}
+    record["originals"] = record.pop("same_replies")
     record |= summarize_facts(record["facts"], [f.id for f in run.taught])
     return _write_json(path, record)
 
