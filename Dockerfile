@@ -20,6 +20,8 @@ RUN pip install -q --upgrade pip \
  && pip install -q . \
  && apprentice model fetch
 
+# On a database without users, `apprentice serve` creates the admin `admin`: its password is
+# APPRENTICE_ADMIN_PASSWORD when set (docker run -e ...), else generated and printed once in the log (docker logs).
 VOLUME ["/data"]
 EXPOSE 7860
 CMD ["apprentice", "serve", "--host", "0.0.0.0", "--port", "7860"]

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from learner.config import LearnerConfig, default_preset
@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     model_cache: Path = Field(default_factory=default_cache_dir, description="Shared cache of converted models.")
     host: str = Field("127.0.0.1", description="Address the web server binds to.")
     port: int = Field(7860, ge=1, le=65535, description="Port the web server listens on.")
+
+    admin_password: SecretStr = Field(
+        SecretStr(""),
+        description="Password of the first admin, `admin`, that `apprentice serve` creates when the database has no "
+        "user; unset: a generated one, printed once in the server's log.",
+    )
 
     # serving
     engine: Literal["transformers", "vllm"] = Field(

@@ -62,6 +62,11 @@ def get_user(engine: Engine, *, name: str) -> User:
     return user
 
 
+def has_users(engine: Engine) -> bool:
+    with reading(engine) as s:
+        return s.scalar(select(User.id).limit(1)) is not None
+
+
 def list_users(engine: Engine) -> list[User]:
     with reading(engine) as s:
         return list(s.scalars(select(User).order_by(User.id)))

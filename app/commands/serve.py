@@ -6,6 +6,7 @@ import argparse
 import gc
 import logging
 
+from app.first_run import ensure_first_admin
 from app.settings import Settings
 
 SHUTDOWN_GRACE_S = 4
@@ -39,6 +40,9 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     gc.freeze()
     base = f"http://{settings.host}:{settings.port}"
     print(f"Apprentice serving {settings.model} ({settings.engine}) on {base} (API: {base}/v1)", flush=True)
+    first_admin = ensure_first_admin(app.state.apprentice.db, password=settings.admin_password.get_secret_value())
+    if first_admin:
+        print(first_admin, flush=True)
     # SIGTERM: open connections get SHUTDOWN_GRACE_S to finish, then the engine stops; the process exits well
     # within 10 s even with replies streaming.
     uvicorn.run(

@@ -31,7 +31,11 @@ CSS = """
 #conversations { max-height: 560px; overflow-y: auto; }
 """
 
-SIGN_IN_MESSAGE = "Sign in with your Apprentice account. An admin creates accounts with: apprentice users add NAME"
+SIGN_IN_MESSAGE = (
+    "Sign in with your Apprentice account. First start: the account admin and its password are in the log of "
+    "`apprentice serve` (printed once), or the password is the one APPRENTICE_ADMIN_PASSWORD set. "
+    "Admins add accounts in the Users tab or with `apprentice users add NAME`."
+)
 
 
 @dataclass(frozen=True)
