@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -31,6 +31,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str] = mapped_column(String(255))
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    disabled: Mapped[bool] = mapped_column(default=False, server_default=false())  # no sign-in, no key, no session
+    last_sign_in: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
 
 class ApiKey(Base):
@@ -40,6 +42,8 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_used: Mapped[dt.datetime | None] = mapped_column(DateTime)  # to the minute (see storage.users)
+    revoked: Mapped[dt.datetime | None] = mapped_column(DateTime)  # a revoked key authenticates nobody
     user: Mapped[User] = relationship()
 
 

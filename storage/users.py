@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import secrets
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import reading, transaction
 from storage.errors import ApprenticeError, Conflict, NotFound
-from storage.models import ROLES, ApiKey, User
+from storage.models import ROLES, ApiKey, User, utcnow
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 KEY_PREFIX = "apk-"
+MIN_PASSWORD = 8
 
 
 def _bytes(text: str) -> bytes:
@@ -42,8 +44,8 @@ def create_user(engine: Engine, *, name: str, role: str, password: str) -> User:
         raise ApprenticeError("a user name cannot be empty")
     if role not in ROLES:
         raise ApprenticeError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
-    if len(password) < 8:
-        raise ApprenticeError("a password needs at least 8 characters")
+    if len(password) < MIN_PASSWORD:
+        raise ApprenticeError(f"a password needs at least {MIN_PASSWORD} characters")
     try:
         with transaction(engine) as s:
             user = User(name=name, role=role, password_hash=hash_password(password))
@@ -76,8 +78,9 @@ _UNKNOWN_USER_HASH: list[str] = []  # made once: an unknown name costs the same 
 
 
 def authenticate(engine: Engine, *, name: str, password: str) -> User | None:
-    """The user when name and password match. As slow for an unknown name as for a known one (the same scrypt
-    runs against a stand-in hash), so timing does not tell which names exist."""
+    """The user when name and password match and the account is not disabled (its last sign-in is recorded). As
+    slow for an unknown name as for a known one (the same scrypt runs against a stand-in hash), so timing does not
+    tell which names exist."""
     with reading(engine) as s:
         user = s.scalar(select(User).where(User.name == name))
     if user is None:
@@ -85,7 +88,11 @@ def authenticate(engine: Engine, *, name: str, password: str) -> User | None:
             _UNKNOWN_USER_HASH.append(hash_password(secrets.token_urlsafe(16)))
         check_password(password, _UNKNOWN_USER_HASH[0])
         return None
-    return user if check_password(password, user.password_hash) else None
+    if not check_password(password, user.password_hash) or user.disabled:
+        return None
+    with transaction(engine) as s:
+        s.execute(update(User).where(User.id == user.id).values(last_sign_in=utcnow()))
+    return user
 
 
 def _key_hash(key: str) -> str:
@@ -95,12 +102,31 @@ def _key_hash(key: str) -> str:
 def create_api_key(engine: Engine, *, name: str) -> str:
     """A new API key for the user; only its hash is stored, so this is the one time it is seen."""
     user = get_user(engine, name=name)
+    if user.disabled:
+        raise ApprenticeError(f"user {name!r} is disabled; enable the account first")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     with transaction(engine) as s:
         s.add(ApiKey(user_id=user.id, key_hash=_key_hash(key), prefix=key[:10]))
     return key
 
 
+LAST_USED_RESOLUTION = dt.timedelta(minutes=1)  # a key's last use is written at most once a minute, not per request
+
+
 def user_for_api_key(engine: Engine, *, key: str) -> User | None:
+    """The user behind a key that is neither revoked nor of a disabled user (checked on every request, so a
+    revocation holds at once); None otherwise."""
     with reading(engine) as s:
-        return s.scalar(select(User).join(ApiKey, ApiKey.user_id == User.id).where(ApiKey.key_hash == _key_hash(key)))
+        row = s.execute(
+            select(User, ApiKey.id, ApiKey.last_used)
+            .join(ApiKey, ApiKey.user_id == User.id)
+            .where(ApiKey.key_hash == _key_hash(key), ApiKey.revoked.is_(None), User.disabled.is_(False))
+        ).first()
+    if row is None:
+        return None
+    user, key_id, last_used = row
+    now = utcnow()
+    if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
+        with transaction(engine) as s:
+            s.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used=now))
+    return user

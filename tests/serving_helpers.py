@@ -38,11 +38,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(settings: Settings) -> Iterator[Running]:
-    """create_app(settings) (API only) served over real HTTP, with an admin `ann` and users `bob` and `eve`."""
+def running_server(settings: Settings, *, ui: bool = False) -> Iterator[Running]:
+    """create_app(settings) (API only, unless `ui`) served over real HTTP, with an admin `ann` and users `bob` and
+    `eve`."""
     import uvicorn
 
-    app = create_app(settings, ui=False)
+    app = create_app(settings, ui=ui)
     state: AppState = app.state.apprentice
     keys = {}
     for name, role in (("ann", "admin"), ("bob", "user"), ("eve", "user")):

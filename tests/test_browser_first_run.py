@@ -1,6 +1,6 @@
 """First run: `apprentice serve` on a fresh data directory creates the admin `admin`, prints its generated password
-once, and the sign-in page says where to look; Chromium signs in with exactly the printed password. A second start
-creates nothing and prints no password. Needs /usr/bin/chromium (`make browser`).
+once, and the sign-in page says where to look; Chromium signs in with exactly the printed password and adds a user
+in the Users tab. A second start creates nothing and prints no password. Needs /usr/bin/chromium (`make browser`).
 
     .venv/bin/python -m pytest -q -m browser tests/test_browser_first_run.py
 """
@@ -74,6 +74,14 @@ def test_first_run_prints_the_admin_password_and_it_signs_in(tiny_model_dir, tmp
             page.get_by_role("button", name="Login").click()
             expect(page.locator("#whoami")).to_contain_text("Signed in as admin", timeout=30_000)
             expect(page.get_by_role("tab", name="Versions")).to_be_visible()
+            page.get_by_role("tab", name="Users").click()  # the admin adds a reviewer in the Users tab
+            expect(page.locator("#users-table")).to_contain_text("admin")
+            page.locator("#users-new-name textarea, #users-new-name input").first.fill("bea")
+            page.locator("#users-new-password input").fill("bea-password")
+            page.locator("#users-add").click()
+            expect(page.locator("#users-message")).to_contain_text("created user bea")
+            expect(page.locator("#users-table")).to_contain_text("bea")
+            page.screenshot(path="/tmp/apprentice-users-tab.png", full_page=True)
             browser.close()
     finally:
         stop(proc)
@@ -81,6 +89,6 @@ def test_first_run_prints_the_admin_password_and_it_signs_in(tiny_model_dir, tmp
     stop(proc)
     assert "First run" not in log.read_text()
     db = make_engine(f"sqlite:///{tmp_path / 'apprentice.db'}")
-    assert [u.name for u in users.list_users(db)] == ["admin"]
+    assert [u.name for u in users.list_users(db)] == ["admin", "bea"]
     assert users.authenticate(db, name="admin", password=password) is not None
     db.dispose()

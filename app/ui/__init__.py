@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from app.state import AppState
 from app.ui import auth
+from app.ui.sign_in import SHOW_REFUSAL, ClientAddress
 from storage.errors import ApprenticeError
 
 CSS = """
@@ -46,7 +47,7 @@ class TabSpec:
 
 
 def tab_specs() -> list[TabSpec]:
-    from app.ui import chat, dashboard, data_tab, review, rounds, versions
+    from app.ui import chat, dashboard, data_tab, review, rounds, users_tab, versions
 
     admin, reviewers = ("admin",), ("admin", "reviewer")
     return [
@@ -56,6 +57,7 @@ def tab_specs() -> list[TabSpec]:
         TabSpec("Rounds", admin, rounds.build),
         TabSpec("Dashboard", admin, dashboard.build),
         TabSpec("Data", admin, data_tab.build),
+        TabSpec("Users", admin, users_tab.build),
     ]
 
 
@@ -98,6 +100,7 @@ def build_ui(state: AppState) -> gr.Blocks:
 def mount_ui(api: FastAPI, state: AppState, path: str = "/") -> FastAPI:
     """Mount the UI on `api` at `path`, behind sign-in with the database's users. Mount it after the API routes:
     a mount at "/" answers every path that no earlier route claimed."""
+    api.add_middleware(ClientAddress)  # the sign-in limits count per client address too
     return gr.mount_gradio_app(
         api,
         build_ui(state),
@@ -105,6 +108,7 @@ def mount_ui(api: FastAPI, state: AppState, path: str = "/") -> FastAPI:
         auth=auth.password_check(state),
         auth_message=SIGN_IN_MESSAGE,
         css=CSS,
+        head=SHOW_REFUSAL,
         footer_links=["settings"],
         run_history=False,
         ssr_mode=False,
