@@ -1,4 +1,4 @@
-"""`apprentice versions [--json]`, `apprentice versions add NAME --adapter DIR`, `apprentice activate NAME`.
+"""`apprentice versions [--json]`, `versions add NAME --adapter DIR`, `versions prune [--keep N]`, `activate NAME`.
 
 `activate` marks a version active in the database; a running server follows within its `version_poll_seconds`
 (hot swap: replies already streaming finish on their version). Rollback is `activate` of an earlier version.
@@ -27,6 +27,16 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     add.add_argument("--parent", help="the version it was trained from (default: the active one)")
     add.add_argument("--reason", default="", help="a note shown in the list")
     add.set_defaults(handler=add_command)
+    prune = actions.add_parser(
+        "prune",
+        help="delete the adapter folders of rejected and superseded candidates (never the live version, its "
+        "ancestors, a version that was ever live, or one made within --min-age-hours)",
+        parents=[common],
+    )
+    prune.add_argument("--keep", type=int, default=0, help="keep the N newest of those folders (default 0)")
+    prune.add_argument("--min-age-hours", type=float, default=1.0, help="spare versions younger than this (1)")
+    prune.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+    prune.set_defaults(handler=prune_command)
     activate = sub.add_parser("activate", help="make a version live (also rollback)", parents=[common])
     activate.add_argument("name")
     activate.set_defaults(handler=activate_command)
@@ -81,4 +91,20 @@ def activate_command(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{new.name} was already active")
     else:
         print(f"activated {new.name} (was {previous.name}); a running server switches to it within a few seconds")
+    return 0
+
+
+def prune_command(args: argparse.Namespace, settings: Settings) -> int:
+    from app.version_prune import prune_versions
+
+    if args.keep < 0 or args.min_age_hours < 0:
+        from storage.errors import ApprenticeError
+
+        raise ApprenticeError("--keep and --min-age-hours cannot be negative")
+    report = prune_versions(
+        open_database(settings), settings.data_dir / "versions", keep=args.keep, min_age_hours=args.min_age_hours,
+        dry_run=args.dry_run,
+    )  # fmt: skip
+    for line in report:
+        print(line)
     return 0
