@@ -102,6 +102,13 @@ class Settings(BaseSettings):
     )
     learn_misfire_grace_s: int = Field(600, ge=1, description="A scheduled round late by up to this still runs.")
 
+    # review
+    review_forbid_self_approval: bool = Field(
+        False,
+        description="Refuse a reviewer's approval of a correction they wrote or last edited (another reviewer "
+        "approves it).",
+    )
+
     # the promotion gate after every round (learner/gate.py)
     gate_margin: float = Field(
         0.02,

@@ -103,6 +103,17 @@ class Demonstration(Base):
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
 
+class DemonstrationEdit(Base):
+    """One edit of a demonstration: who, when, and each changed field as [before, after] (storage/demo_history.py)."""
+
+    __tablename__ = "demonstration_edits"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    demonstration_id: Mapped[int] = mapped_column(ForeignKey("demonstrations.id", ondelete="CASCADE"), index=True)
+    editor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    changes: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class Probe(Base):
     __tablename__ = "probes"
     id: Mapped[int] = mapped_column(primary_key=True)

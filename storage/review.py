@@ -16,8 +16,9 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from storage.db import transaction
+from storage.demo_history import correction_owners, record_edit
 from storage.demonstrations import validate_messages
-from storage.errors import ApprenticeError, Conflict, NotFound
+from storage.errors import ApprenticeError, Conflict, Forbidden, NotFound
 from storage.models import Demonstration, Probe, utcnow
 from storage.probes import ensure_skill, insert_probe
 
@@ -37,8 +38,16 @@ def _decide(
     return demo
 
 
-def approve(engine: Engine, *, demo_id: int, reviewer_id: int | None) -> Demonstration:
+def approve(engine: Engine, *, demo_id: int, reviewer_id: int | None, forbid_self: bool = False) -> Demonstration:
+    """`forbid_self`: refuse a reviewer who wrote the correction or last changed its text (a second pair of eyes)."""
     with transaction(engine) as s:
+        if forbid_self and reviewer_id is not None:
+            demo = s.scalar(select(Demonstration).where(Demonstration.id == demo_id).with_for_update())
+            if demo is not None and reviewer_id in correction_owners(s, demo):
+                raise Forbidden(
+                    f"demonstration {demo_id}'s correction is yours (you wrote or last edited it): "
+                    "another reviewer approves it (review_forbid_self_approval is on)"
+                )
         return _decide(s, demo_id, {"status": "approved", "reviewer_id": reviewer_id, "reviewed": utcnow()})
 
 
@@ -56,8 +65,9 @@ def edit(
     skill: str | None = None,
     editor_id: int | None = None,
 ) -> Demonstration:
-    """Change the correction and/or the skill of a pending or approved demonstration ('' clears the skill). Versions
-    that learned an earlier correction have not learned the new one, so the next round does (storage.rounds)."""
+    """Change the correction and/or the skill of a pending or approved demonstration ('' clears the skill), recorded
+    with the editor and the time in its history (storage.demo_history). Versions that learned an earlier correction
+    have not learned the new one, so the next round does (storage.rounds)."""
     values: dict[str, Any] = {}
     if corrected_answer is not None:
         if not corrected_answer.strip():
@@ -68,9 +78,17 @@ def edit(
     if not values:
         raise ApprenticeError("nothing to change: give a corrected answer or a skill")
     with transaction(engine) as s:
+        before = s.execute(
+            select(Demonstration.corrected_answer, Demonstration.skill)
+            .where(Demonstration.id == demo_id)
+            .with_for_update()
+        ).first()
         demo = _decide(s, demo_id, values, allowed=("pending", "approved"))
         if demo.skill:
             ensure_skill(s, demo.skill)
+        old = dict(before._mapping) if before is not None else {}
+        changes = {k: [old.get(k), v] for k, v in values.items() if old.get(k) != v}
+        record_edit(s, demo_id=demo_id, editor_id=editor_id, changes=changes)
         return demo
 
 

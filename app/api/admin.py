@@ -105,7 +105,8 @@ async def get_demonstration(demo_id: DemoId, user: ReviewerDep, state: StateDep)
 
 @router.post("/demonstrations/{demo_id}/approve", response_model=p.DemonstrationOut, summary="Approve (train on it)")
 async def approve(demo_id: DemoId, user: ReviewerDep, state: StateDep) -> dict:
-    await thread(review.approve, state.db, demo_id=demo_id, reviewer_id=user.id)
+    forbid_self = state.settings.review_forbid_self_approval
+    await thread(review.approve, state.db, demo_id=demo_id, reviewer_id=user.id, forbid_self=forbid_self)
     return await thread(admin_data.read_demo, state.db, demo_id)
 
 
@@ -141,7 +142,14 @@ async def hold_out(
 @router.post("/demonstrations/bulk", response_model=p.BulkOut, summary="One action on many demonstrations")
 async def bulk(body: p.BulkIn, user: ReviewerDep, state: StateDep) -> dict:
     return await thread(
-        admin_actions.review_many, state.db, user, body.ids, body.action, reason=body.reason, skill=body.skill
+        admin_actions.review_many,
+        state.db,
+        user,
+        body.ids,
+        body.action,
+        reason=body.reason,
+        skill=body.skill,
+        forbid_self=state.settings.review_forbid_self_approval,
     )
 
 

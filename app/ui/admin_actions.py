@@ -96,9 +96,12 @@ async def teacher_check(state: AppState, demo_id: int) -> dict[str, Any]:
 REVIEW_ACTIONS = ("approve", "reject", "hold_out")
 
 
-def review_one(db: Any, user: User, demo_id: int, action: str, *, reason: str = "", skill: str | None = None) -> None:
+def review_one(
+    db: Any, user: User, demo_id: int, action: str, *, reason: str = "", skill: str | None = None,
+    forbid_self: bool = False,
+) -> None:  # fmt: skip
     if action == "approve":
-        review.approve(db, demo_id=demo_id, reviewer_id=user.id)
+        review.approve(db, demo_id=demo_id, reviewer_id=user.id, forbid_self=forbid_self)
     elif action == "reject":
         review.reject(db, demo_id=demo_id, reviewer_id=user.id, reason=reason)
     elif action == "hold_out":
@@ -108,8 +111,9 @@ def review_one(db: Any, user: User, demo_id: int, action: str, *, reason: str = 
 
 
 def review_many(
-    db: Any, user: User, demo_ids: list[int], action: str, *, reason: str = "", skill: str | None = None
-) -> dict[str, Any]:
+    db: Any, user: User, demo_ids: list[int], action: str, *, reason: str = "", skill: str | None = None,
+    forbid_self: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     """Apply one action to each demonstration; each succeeds or fails on its own (a Conflict on one, e.g. already
     approved by someone else, does not stop the rest). Returns {"done": [ids], "failed": [{"id", "error"}]}."""
     if not demo_ids:
@@ -119,7 +123,7 @@ def review_many(
     done, failed = [], []
     for demo_id in dict.fromkeys(demo_ids):
         try:
-            review_one(db, user, demo_id, action, reason=reason, skill=skill)
+            review_one(db, user, demo_id, action, reason=reason, skill=skill, forbid_self=forbid_self)
             done.append(demo_id)
         except ApprenticeError as e:
             failed.append({"id": demo_id, "error": str(e)})

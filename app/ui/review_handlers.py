@@ -17,7 +17,9 @@ import gradio as gr
 from app.state import AppState
 from app.ui import admin_actions, admin_data, auth
 from app.ui.admin_view import check_html, demo_html, message, queue_rows
+from app.ui.review_history import history_html
 from storage import review
+from storage.demo_history import edit_history
 from storage.errors import ApprenticeError
 from storage.models import DEMO_STATUSES, User
 from storage.queue import QueueFilter, queue_authors, queue_skills
@@ -122,7 +124,7 @@ class ReviewHandlers:
         return {
             **self.unlocked(),
             c.opened: demo_id,
-            c.detail: demo_html(d),
+            c.detail: demo_html(d) + history_html(edit_history(self.state.db, demo_id=demo_id)),
             c.correction: gr.update(value=d["corrected_answer"], interactive=True),
             c.edit_skill: gr.update(choices=queue_skills(self.state.db), value=d["skill"] or "", interactive=True),
             c.check: check_html(d["teacher_check"]),
@@ -206,7 +208,8 @@ class ReviewHandlers:
 
     def approve(self, view: dict[str, Any], demo_id: int | None, request: gr.Request) -> dict:
         def do(user: User, i: int) -> str:
-            review.approve(self.state.db, demo_id=i, reviewer_id=user.id)
+            forbid_self = self.state.settings.review_forbid_self_approval
+            review.approve(self.state.db, demo_id=i, reviewer_id=user.id, forbid_self=forbid_self)
             return f"demonstration #{i} approved; it will be learned in the next round"
 
         return self.act(view, demo_id, request, do)
@@ -282,7 +285,10 @@ class ReviewHandlers:
             try:
                 user = self.user(request)
                 ids = [int(i) for i in selected or []]
-                result = admin_actions.review_many(self.state.db, user, ids, action, reason=reason or "")
+                result = admin_actions.review_many(
+                    self.state.db, user, ids, action, reason=reason or "",
+                    forbid_self=self.state.settings.review_forbid_self_approval,
+                )  # fmt: skip
                 verb = {"approve": "approved", "reject": "rejected", "hold_out": "held out"}[action]
                 note = f"{len(result['done'])} demonstration(s) {verb}"
                 if result["failed"]:
