@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 from app.state import AppState
 from app.ui import auth
-from app.ui.sign_in import SHOW_REFUSAL, ClientAddress
+from app.ui.sign_in import ClientAddress, ShowRefusal
 from storage.errors import ApprenticeError
 
 CSS = """
@@ -101,6 +101,7 @@ def mount_ui(api: FastAPI, state: AppState, path: str = "/") -> FastAPI:
     """Mount the UI on `api` at `path`, behind sign-in with the database's users. Mount it after the API routes:
     a mount at "/" answers every path that no earlier route claimed."""
     api.add_middleware(ClientAddress)  # the sign-in limits count per client address too
+    api.add_middleware(ShowRefusal, path=path)  # the sign-in page shows why an attempt was refused
     return gr.mount_gradio_app(
         api,
         build_ui(state),
@@ -108,7 +109,6 @@ def mount_ui(api: FastAPI, state: AppState, path: str = "/") -> FastAPI:
         auth=auth.password_check(state),
         auth_message=SIGN_IN_MESSAGE,
         css=CSS,
-        head=SHOW_REFUSAL,
         footer_links=["settings"],
         run_history=False,
         ssr_mode=False,

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,45 @@ class SignInLimiter:
             self.failures.pop(("name", name), None)
 
 
+class ShowRefusal:
+    """Adds SHOW_REFUSAL to the page at `path` (the UI's index, which is also its sign-in page: Gradio's `head`
+    setting does not reach the sign-in page). Buffers only that one small HTML response."""
+
+    def __init__(self, app: ASGIApp, path: str = "/") -> None:
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        start: dict = {}
+        body: list[bytes] = []
+
+        async def collect(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            body.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            html = b"".join(body)
+            kind = dict((k.lower(), v) for k, v in headers)
+            if kind.get(b"content-type", b"").startswith(b"text/html") and b"content-encoding" not in kind:
+                html = html.replace(b"</head>", SHOW_REFUSAL.encode() + b"</head>", 1)
+            headers.append((b"content-length", str(len(html)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": html})
+
+        await self.app(scope, receive, collect)
+
+
 # The sign-in form shows only "Incorrect credentials" (400) and reloads on success: a refusal (429) would leave it
-# silent, so this shows the refusal's message under the form.
+# silent, so this shows the refusal's message above the form.
 SHOW_REFUSAL = """<script>
 (() => {
   const fetch0 = window.fetch;
