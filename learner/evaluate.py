@@ -39,7 +39,7 @@ METHOD = "greedy-v2"
 
 @dataclass(frozen=True)
 class EvalConfig:
-    batch_size: int = 16  # prompts generated together; sorted by length so padding stays small
+    batch_size: int = 48  # prompts generated together, sorted by length (CPU: 96 probes 51 s at 16, 37 s at 48)
     max_new_tokens: int = 48  # enough for the suites' short answers; a probe needing more should use another grader
     choice_batch_size: int = 16  # (prompt + choice) sequences per forward pass for `choice` probes
     device: str = "auto"  # auto: cuda when present, else cpu
