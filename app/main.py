@@ -2,7 +2,7 @@
 API under /v1 and the Gradio UI at `/`.
 
 Nothing is built at import. Run it with `apprentice serve`. At start the engine is brought to the database's active
-version (a restarted server serves what was live); while it runs, app.activation follows the database, so
+version (a restarted server serves what was live); while it runs, app.services.versions follows the database, so
 `apprentice activate NAME` from any shell hot-swaps it within `version_poll_seconds`.
 """
 
@@ -11,21 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.activation import follow_database, sync_engine
 from app.api import admin
 from app.api.errors import install_error_handlers
 from app.api.openai import VERSION_HEADER, router
 from app.api.openapi import install_openapi
 from app.api.responses import Health
-from app.commands.learn import start_learning
 from app.engines.base import Engine, Limits
 from app.services import model_folder, open_database
+from app.services.learning import gate_scheduled, start_learning
+from app.services.versions import follow_database, sync_engine
 from app.settings import Settings
 from app.state import AppState
 from storage.errors import ApprenticeError
@@ -52,21 +51,6 @@ def create_engine(settings: Settings) -> Engine:
     return TransformersEngine.from_folder(model_folder(settings), device=settings.device, limits=limits)
 
 
-def _gate_scheduled(state: AppState, loop: asyncio.AbstractEventLoop) -> Callable[[dict[str, Any]], None]:
-    """After a scheduled round (reported on the scheduler's thread): the evaluation gate and, if it promotes the
-    candidate, the hot swap, on the server's loop, exactly as the admin's "Train now" does. The server's job does not
-    gate in its worker (start_learning), so each round is gated once; a result already gated is left alone."""
-    from app.ui.admin_jobs import gate_and_activate
-
-    def on_result(result: dict[str, Any]) -> None:
-        log.info("scheduled learning round: %s", result.get("message"))
-        decided = state.settings.learn_activate or "gate" in result
-        if result.get("status") == "succeeded" and result.get("version") and not decided:
-            asyncio.run_coroutine_threadsafe(gate_and_activate(state, result["version"]), loop)
-
-    return on_result
-
-
 def create_app(settings: Settings, *, ui: bool = True, engine: Engine | None = None) -> FastAPI:
     """The whole server. `ui=False` leaves the Gradio UI out (API-only tests); `engine` reuses a loaded one."""
     db = open_database(settings)
@@ -81,7 +65,7 @@ def create_app(settings: Settings, *, ui: bool = True, engine: Engine | None = N
                 f"cannot serve the active version: {e}; roll back with `apprentice activate <earlier version>`"
             ) from e
         watcher = asyncio.create_task(follow_database(state, settings.version_poll_seconds))
-        scheduler = start_learning(settings, on_result=_gate_scheduled(state, asyncio.get_running_loop()))
+        scheduler = start_learning(settings, on_result=gate_scheduled(state, asyncio.get_running_loop()))
         try:
             yield
         finally:

@@ -13,7 +13,7 @@
 scores are stale, i.e. the probes changed since), decides, and records the verdict. `gate_round` is the whole gate
 after a round for a process that does not serve (`apprentice learn`, the learning daemon): the round's trained skills,
 `gate_candidate`, and a promoted candidate made the active version in the database, which every running server
-follows (app/activation.py). The server gates its own rounds (app/ui/admin_jobs.gate_and_activate) so that it can
+follows (app/services/versions.py). The server gates its own rounds (app/services/learning.py) so that it can
 hot-swap at once.
 
     decision = gate_round(engine, model_folder, "v4", config=GateConfig(margin=0.02, min_probes=20))

@@ -115,7 +115,7 @@ def test_a_round_that_learned_nothing_is_rejected():
 def test_the_settings_choose_the_gate_rules(monkeypatch, tiny_model_dir):
     from pydantic import ValidationError
 
-    from app.commands.learn import learn_job
+    from app.services.learning import learn_job
     from app.settings import get_settings
 
     assert get_settings().gate_config() == GateConfig(margin=0.02, min_probes=20)

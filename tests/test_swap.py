@@ -11,8 +11,8 @@ import time
 import httpx
 import pytest
 
-from app.activation import activate_version
 from app.cli import main
+from app.services.versions import activate_version
 from app.settings import Settings
 from storage import versions
 from tests.serving_helpers import make_adapter, running_server, sse_events, torch_threads

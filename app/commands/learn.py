@@ -23,9 +23,10 @@ from typing import Any
 from sqlalchemy import Engine
 
 from app.services import model_folder, open_database
+from app.services.learning import learn_job
 from app.settings import Settings
 from learner.config import LearnerConfig
-from learner.scheduler import LearnJob, start_scheduler
+from learner.scheduler import start_scheduler
 from storage.errors import ApprenticeError
 
 
@@ -157,35 +158,6 @@ def run_gate(engine: Engine, folder: str, candidate: str, settings: Settings, *,
         print(verdict(candidate, decision))
     return {"promoted": decision.promote, "reason": decision.reason,
             "checks": [dataclasses.asdict(c) for c in decision.checks]}  # fmt: skip
-
-
-def learn_job(settings: Settings, config: LearnerConfig, *, gate: bool = True) -> LearnJob:
-    """The scheduled round of these settings; `gate=False` when the caller gates the new version itself."""
-    return LearnJob(
-        db_url=settings.db_url,
-        data_dir=str(settings.data_dir.resolve()),
-        model_dir=model_folder(settings),
-        config=config.to_dict(),
-        min_demos=settings.learn_min_demos,
-        activate=settings.learn_activate,
-        gate=gate,
-        gate_config=dataclasses.asdict(settings.gate_config()),
-    )
-
-
-def start_learning(settings: Settings, **kwargs: Any) -> Any | None:
-    """The web app's learning schedule from the settings: a started BackgroundScheduler (call .shutdown() on exit),
-    or None when it is off (learn_in_server false, or neither an interval nor a cron schedule). Its rounds are not
-    gated in the worker: the server gates each result (pass `on_result`, see app/main.py) and hot-swaps at once."""
-    if not settings.learn_in_server or (settings.learn_interval_minutes <= 0 and not settings.learn_cron):
-        return None
-    return start_scheduler(
-        learn_job(settings, settings.learner_config(), gate=False),
-        interval_minutes=settings.learn_interval_minutes,
-        cron=settings.learn_cron,
-        misfire_grace_s=settings.learn_misfire_grace_s,
-        **kwargs,
-    )
 
 
 def daemon(settings: Settings, config: LearnerConfig, *, gate: bool = True) -> int:

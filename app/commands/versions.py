@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from app.activation import activate_version
 from app.services import open_database
+from app.services.versions import activate_version
 from app.settings import Settings
 from storage import versions
 from storage.models import ModelVersion

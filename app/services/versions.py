@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine as Database
 
@@ -61,3 +62,33 @@ async def follow_database(state: AppState, interval: float) -> None:
         except Exception as e:
             failed = (target.name, target.adapter_path)
             log.error("cannot serve version %s (still serving %s): %s", target.name, state.engine.active, e)
+
+
+async def activate(state: AppState, name: str) -> dict[str, Any]:
+    """Make `name` the live version (promote a candidate, or roll back to an earlier one): its adapter is verified
+    against its checksum, the database's active version changes (follow_database: every server polling it
+    follows), and this server's engine swaps at once. If the engine cannot load it, the previous version is made
+    active again and the error is raised."""
+    from learner.adapters import verify_adapter
+
+    target = await asyncio.to_thread(versions.get_version, state.db, name=name)
+    if target.adapter_path is not None:
+        await asyncio.to_thread(verify_adapter, target.adapter_path, target.checksum)
+    _, previous = await asyncio.to_thread(activate_version, state.db, name)
+    try:
+        await sync_engine(state)
+    except BaseException:
+        if previous.name != name:
+            await asyncio.to_thread(activate_version, state.db, previous.name)
+        raise
+    return {"active": name, "previous": previous.name}
+
+
+def previous_live(db: Database) -> str:
+    """The version that was live before the current one (the most recently activated other accepted version)."""
+    live = versions.active_version(db)
+    earlier = [v for v in versions.list_versions(db) if v.status == "retired" and v.activated is not None]
+    earlier = [v for v in earlier if v.name != live.name]
+    if not earlier:
+        raise ApprenticeError(f"{live.name} is the only version that was ever live: nothing to roll back to")
+    return max(earlier, key=lambda v: (v.activated, v.id)).name

@@ -22,7 +22,7 @@ from storage.models import Demonstration, TeacherCheck, TrainingRound
 from storage.queue import QueueFilter, QueuePage, QueueRow, get_row, queue_page
 from storage.versions import BASE_VERSION
 
-# Below this agreement with the correction an answer "disagrees" (see app/ui/admin_actions.py: agreement).
+# Below this agreement with the correction an answer "disagrees" (see app/services/answers.py: agreement).
 AGREES = 0.5
 
 
