@@ -23,7 +23,7 @@ from app.api.openapi import install_openapi
 from app.api.responses import Health
 from app.engines.base import Engine, Limits
 from app.services import model_folder, open_database
-from app.services.learning import gate_scheduled, start_learning
+from app.services.learning import after_scheduled_round, gate_ungated, start_learning
 from app.services.versions import follow_database, sync_engine
 from app.settings import Settings
 from app.state import AppState
@@ -65,11 +65,16 @@ def create_app(settings: Settings, *, ui: bool = True, engine: Engine | None = N
                 f"cannot serve the active version: {e}; roll back with `apprentice activate <earlier version>`"
             ) from e
         watcher = asyncio.create_task(follow_database(state, settings.version_poll_seconds))
-        scheduler = start_learning(settings, on_result=gate_scheduled(state, asyncio.get_running_loop()))
+        scheduler = start_learning(settings, on_result=after_scheduled_round(state, asyncio.get_running_loop()))
+        # a learning server gates its rounds: also one a restart left between its round and its gate
+        gating = settings.learn_in_server and not settings.learn_activate
+        recovery = asyncio.create_task(gate_ungated(state)) if gating else None
         try:
             yield
         finally:
             watcher.cancel()
+            if recovery is not None:
+                recovery.cancel()
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
             if engine is None:  # ours to close

@@ -169,12 +169,12 @@ async def get_version(name: str, user: AdminDep, state: StateDep) -> dict:
 
 @router.post("/versions/{name}/activate", response_model=p.ActivateOut, summary="Make live: promote or roll back")
 async def activate(name: str, user: AdminDep, state: StateDep) -> dict:
-    return await live.activate(state, name)
+    return await live.go_live(state, name)
 
 
 @router.post("/versions/rollback", response_model=p.ActivateOut, summary="Roll back to the previously live version")
 async def rollback(user: AdminDep, state: StateDep) -> dict:
-    return await live.activate(state, await thread(live.previous_live, state.db))
+    return await live.go_live(state, await thread(live.previous_live, state.db))
 
 
 @router.get("/versions/{name}/compare", response_model=p.CompareOut, summary="Old (parent) vs new answers")

@@ -23,6 +23,7 @@ from typing import Any
 from app.engines.base import Sampling
 from app.services.queries import question_of, read_demo
 from app.state import AppState
+from learner.adapters import check_version_adapter
 from learner.prompts import teacher_messages
 from storage import evals, rounds, teacher_checks, versions
 from storage.demonstrations import get_demonstrations
@@ -184,13 +185,10 @@ async def compare(state: AppState, name: str, *, sample: int = 5, seed: int = 0)
 
 async def _ensure_loaded(state: AppState, wanted: list[Any]) -> list[str]:
     """Load the versions the engine does not hold yet; returns the names it loaded (to unload afterwards)."""
-    from learner.adapters import verify_adapter
-
     loaded = []
     for v in wanted:
         if v.name not in state.engine.loaded():
-            if v.adapter_path is not None:
-                await asyncio.to_thread(verify_adapter, v.adapter_path, v.checksum)
+            await asyncio.to_thread(check_version_adapter, v.name, v.adapter_path, v.checksum)
             await state.engine.load(v.name, v.adapter_path)
             loaded.append(v.name)
     return loaded

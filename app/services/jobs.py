@@ -14,11 +14,14 @@ the version, eval_results). One job of a kind at a time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+from app.services.learning import finish_round_live, outcome_of
+from app.services.learning import learn_job as scheduled_job
 from app.state import AppState
 from storage.errors import ApprenticeError
 
@@ -38,35 +41,24 @@ def _round_in_worker(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def learn_job(state: AppState) -> dict[str, Any]:
-    """The scheduled round's job description, with min_demos 1: "Train now" learns whatever is approved. The worker
-    does not gate: `train_now` gates here (gate_and_activate), to hot-swap this server at once."""
-    import dataclasses
-
-    from app.services.learning import learn_job as scheduled_job
-
+    """The scheduled round's job description, with min_demos 1: "Train now" learns whatever is approved."""
     settings = state.settings
-    return dataclasses.asdict(scheduled_job(settings, settings.learner_config(), gate=False)) | {"min_demos": 1}
+    return dataclasses.asdict(scheduled_job(settings, settings.learner_config())) | {"min_demos": 1}
 
 
 async def train_now(state: AppState) -> dict[str, Any]:
-    """Start a round now (background); then the gate, and the hot swap when it promotes the candidate."""
+    """Start a round now (background); then finish_round_live: the gate, and the hot swap when it promotes the
+    candidate (or only the swap when learn_activate made it live at once)."""
 
     async def work(job: dict[str, Any]) -> dict[str, Any]:
         job["message"] = "training (see the round's progress below)"
         result = await asyncio.to_thread(_round_in_worker, learn_job(state))
-        if result.get("status") != "succeeded" or not result.get("version"):
-            if result.get("status") in ("failed", "busy"):
-                raise ApprenticeError(result.get("message") or "the round failed")
-            return result
-        if state.settings.learn_activate:  # the round made its version live at once: no gate decides
-            from app.services.versions import sync_engine
-
-            await sync_engine(state)
-            return result | {"promoted": True, "gate": "no gate: learn_activate is on"}
-        job["message"] = f"{result['message']}; evaluating {result['version']} for the gate"
-        from app.services.learning import gate_and_activate
-
-        return result | await gate_and_activate(state, result["version"])
+        if result.get("status") in ("failed", "busy"):
+            raise ApprenticeError(result.get("message") or "the round failed")
+        if result.get("status") == "succeeded" and result.get("version"):
+            job["message"] = f"{result['message']}; evaluating {result['version']} for the gate"
+        policy = "activated" if state.settings.learn_activate else "gate"
+        return (await finish_round_live(state, outcome_of(result), policy=policy)).to_json()
 
     return state.jobs.start("train", "a training round", work)
 

@@ -1,9 +1,10 @@
 """Which version serves: the database decides, every running server follows.
 
-`activate_version(db, name)` is all `apprentice activate NAME` (and a learner's promotion) needs to do: mark the
-version active in the database. A server reads the active version at start (`sync_engine`) and then every
-`version_poll_seconds` (`follow_database`), and hot-swaps its engine when it changed; so the command line, the
-learner and other processes never talk to the server directly. A version whose adapter cannot be loaded is logged
+`activate(db, name)` is all `apprentice activate NAME` (and a learner's promotion) needs to do: check the version's
+adapter (one rule for every path) and mark it active in the database; `go_live(state, name)` also swaps this
+server's engine at once (the admin tabs and API). A server reads the active version at start (`sync_engine`) and
+then every `version_poll_seconds` (`follow_database`), and hot-swaps its engine when it changed; so the command line,
+the learner and other processes never talk to the server directly. A version whose adapter cannot be loaded is logged
 once and the server keeps serving what it served.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 from sqlalchemy import Engine as Database
 
 from app.state import AppState
+from learner.adapters import adapter_checksum, check_version_adapter
 from storage import versions
 from storage.errors import ApprenticeError
 from storage.models import ModelVersion
@@ -24,14 +26,29 @@ from storage.models import ModelVersion
 log = logging.getLogger(__name__)
 
 
-def activate_version(db: Database, name: str) -> tuple[ModelVersion, ModelVersion]:
-    """Mark `name` active (the one before retired); returns (new, previous). Refuses a version whose adapter
-    folder is gone, so a server never gets asked to swap to nothing."""
+def activate(db: Database, name: str) -> tuple[ModelVersion, ModelVersion]:
+    """Mark `name` active (the one before retired); returns (new, previous). The one rule for every way a version
+    goes live (`apprentice activate`, the admin tabs, the admin API, the gate after a round): its adapter must be
+    there and match the checksum recorded when it was registered (learner.adapters.check_version_adapter), so a
+    server is never asked to swap to a missing or tampered adapter."""
     target = versions.get_version(db, name=name)
-    if target.adapter_path is not None and not (Path(target.adapter_path) / "adapter_config.json").is_file():
-        raise ApprenticeError(f"version {name}'s adapter folder {target.adapter_path} is missing or incomplete")
+    check_version_adapter(name, target.adapter_path, target.checksum)
     previous = versions.active_version(db)
     return versions.set_active(db, name=name), previous
+
+
+def register(
+    db: Database, name: str, adapter: str | Path, *, parent: str | None = None, reason: str = ""
+) -> ModelVersion:
+    """Register a LoRA adapter folder as a candidate version, with the checksum of its files as they are now (what
+    `activate` checks it against later). The parent defaults to the active version."""
+    folder = Path(adapter).resolve()
+    if not (folder / "adapter_config.json").is_file():
+        raise ApprenticeError(f"{adapter} is not a LoRA adapter folder (no adapter_config.json in it)")
+    parent = parent or versions.active_version(db).name
+    return versions.create_version(
+        db, name=name, adapter_path=str(folder), parent=parent, checksum=adapter_checksum(folder), reason=reason
+    )
 
 
 async def sync_engine(state: AppState) -> bool:
@@ -64,22 +81,15 @@ async def follow_database(state: AppState, interval: float) -> None:
             log.error("cannot serve version %s (still serving %s): %s", target.name, state.engine.active, e)
 
 
-async def activate(state: AppState, name: str) -> dict[str, Any]:
-    """Make `name` the live version (promote a candidate, or roll back to an earlier one): its adapter is verified
-    against its checksum, the database's active version changes (follow_database: every server polling it
-    follows), and this server's engine swaps at once. If the engine cannot load it, the previous version is made
-    active again and the error is raised."""
-    from learner.adapters import verify_adapter
-
-    target = await asyncio.to_thread(versions.get_version, state.db, name=name)
-    if target.adapter_path is not None:
-        await asyncio.to_thread(verify_adapter, target.adapter_path, target.checksum)
-    _, previous = await asyncio.to_thread(activate_version, state.db, name)
+async def go_live(state: AppState, name: str) -> dict[str, Any]:
+    """`activate` and this server's hot swap at once (promote a candidate, or roll back to an earlier one). If the
+    engine cannot load it, the version live before is made active again and the error is raised."""
+    _, previous = await asyncio.to_thread(activate, state.db, name)
     try:
         await sync_engine(state)
     except BaseException:
         if previous.name != name:
-            await asyncio.to_thread(activate_version, state.db, previous.name)
+            await asyncio.to_thread(versions.set_active, state.db, name=previous.name)
         raise
     return {"active": name, "previous": previous.name}
 

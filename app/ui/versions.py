@@ -2,7 +2,7 @@
 status; for a chosen version its lineage, the demonstrations it learned, old-vs-new answers, and the button that
 makes it live (promote a candidate, or roll back to an earlier version).
 
-Activation goes through app/services/versions.activate (adapter checksum, the database's active version, the
+Activation goes through app/services/versions.go_live (adapter checksum, the database's active version, the
 engine's hot swap), the same path as POST /api/admin/versions/{name}/activate.
 """
 
@@ -121,7 +121,7 @@ class VersionHandlers:
             await asyncio.to_thread(auth.require_role, self.state, request, ADMIN)
             if not chosen:
                 raise ApprenticeError("choose a version first")
-            done = await live.activate(self.state, chosen)
+            done = await live.go_live(self.state, chosen)
             note = f"{done['active']} is live (was {done['previous']})"
             return {**await asyncio.to_thread(self.listing, chosen, message(note)), self.c["compare"]: ""}
         except ApprenticeError as e:
