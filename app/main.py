@@ -32,7 +32,8 @@ from storage.errors import ApprenticeError
 log = logging.getLogger(__name__)
 
 
-def create_engine(settings: Settings) -> Engine:
+def load_engine(settings: Settings) -> Engine:
+    """The inference engine the settings ask for: the base model loaded here, or a client of vLLM servers."""
     limits = Limits.from_settings(settings)
     if settings.engine == "vllm":
         from app.engines.vllm import VllmEngine
@@ -54,7 +55,7 @@ def create_engine(settings: Settings) -> Engine:
 def create_app(settings: Settings, *, ui: bool = True, engine: Engine | None = None) -> FastAPI:
     """The whole server. `ui=False` leaves the Gradio UI out (API-only tests); `engine` reuses a loaded one."""
     db = open_database(settings)
-    state = AppState(settings=settings, db=db, engine=engine or create_engine(settings))
+    state = AppState(settings=settings, db=db, engine=engine or load_engine(settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
