@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def add_command(args: argparse.Namespace, settings: Settings) -> int:
-    engine = open_database(settings)
+    db = open_database(settings)
     password = args.password
     if args.password_file:
         password = _read_secret(args.password_file)
@@ -39,7 +39,7 @@ def add_command(args: argparse.Namespace, settings: Settings) -> int:
         if getpass.getpass("again: ") != password:
             raise ApprenticeError("the two passwords differ")
     try:
-        user = users.create_user(engine, name=args.name, role=args.role, password=password)
+        user = users.create_user(db, name=args.name, role=args.role, password=password)
     except Conflict:
         if not args.exist_ok:
             raise
