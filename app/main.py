@@ -2,7 +2,7 @@
 API under /v1 and the Gradio UI at `/`.
 
 Nothing is built at import. Run it with `apprentice serve`. At start the engine is brought to the database's active
-version (a restarted server serves what was live); while it runs, app.activation follows the database, so
+version (a restarted server serves what was live); while it runs, app.services.versions follows the database, so
 `apprentice activate NAME` from any shell hot-swaps it within `version_poll_seconds`.
 """
 
@@ -11,21 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.activation import follow_database, sync_engine
 from app.api import admin
 from app.api.errors import install_error_handlers
 from app.api.openai import VERSION_HEADER, router
 from app.api.openapi import install_openapi
 from app.api.responses import Health
-from app.commands.learn import start_learning
 from app.engines.base import Engine, Limits
 from app.services import model_folder, open_database
+from app.services.learning import after_scheduled_round, gate_ungated, start_learning
+from app.services.versions import follow_database, sync_engine
 from app.settings import Settings
 from app.state import AppState
 from storage.errors import ApprenticeError
@@ -33,7 +32,8 @@ from storage.errors import ApprenticeError
 log = logging.getLogger(__name__)
 
 
-def create_engine(settings: Settings) -> Engine:
+def load_engine(settings: Settings) -> Engine:
+    """The inference engine the settings ask for: the base model loaded here, or a client of vLLM servers."""
     limits = Limits.from_settings(settings)
     if settings.engine == "vllm":
         from app.engines.vllm import VllmEngine
@@ -52,25 +52,10 @@ def create_engine(settings: Settings) -> Engine:
     return TransformersEngine.from_folder(model_folder(settings), device=settings.device, limits=limits)
 
 
-def _gate_scheduled(state: AppState, loop: asyncio.AbstractEventLoop) -> Callable[[dict[str, Any]], None]:
-    """After a scheduled round (reported on the scheduler's thread): the evaluation gate and, if it promotes the
-    candidate, the hot swap, on the server's loop, exactly as the admin's "Train now" does. The server's job does not
-    gate in its worker (start_learning), so each round is gated once; a result already gated is left alone."""
-    from app.ui.admin_jobs import gate_and_activate
-
-    def on_result(result: dict[str, Any]) -> None:
-        log.info("scheduled learning round: %s", result.get("message"))
-        decided = state.settings.learn_activate or "gate" in result
-        if result.get("status") == "succeeded" and result.get("version") and not decided:
-            asyncio.run_coroutine_threadsafe(gate_and_activate(state, result["version"]), loop)
-
-    return on_result
-
-
 def create_app(settings: Settings, *, ui: bool = True, engine: Engine | None = None) -> FastAPI:
     """The whole server. `ui=False` leaves the Gradio UI out (API-only tests); `engine` reuses a loaded one."""
     db = open_database(settings)
-    state = AppState(settings=settings, db=db, engine=engine or create_engine(settings))
+    state = AppState(settings=settings, db=db, engine=engine or load_engine(settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -81,11 +66,16 @@ def create_app(settings: Settings, *, ui: bool = True, engine: Engine | None = N
                 f"cannot serve the active version: {e}; roll back with `apprentice activate <earlier version>`"
             ) from e
         watcher = asyncio.create_task(follow_database(state, settings.version_poll_seconds))
-        scheduler = start_learning(settings, on_result=_gate_scheduled(state, asyncio.get_running_loop()))
+        scheduler = start_learning(settings, on_result=after_scheduled_round(state, asyncio.get_running_loop()))
+        # a learning server gates its rounds: also one a restart left between its round and its gate
+        gating = settings.learn_in_server and not settings.learn_activate
+        recovery = asyncio.create_task(gate_ungated(state)) if gating else None
         try:
             yield
         finally:
             watcher.cancel()
+            if recovery is not None:
+                recovery.cancel()
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
             if engine is None:  # ours to close

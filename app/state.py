@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine as Database
 
 from app.engines.base import Engine
+from app.services.background import AdminJobs
 from app.settings import Settings
 
 
@@ -15,3 +16,4 @@ class AppState:
     settings: Settings
     db: Database
     engine: Engine
+    jobs: AdminJobs = field(default_factory=AdminJobs)  # background admin jobs: "Train now", evaluations

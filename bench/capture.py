@@ -11,7 +11,7 @@ include waiting for a pool thread (what a client sees, less HTTP). A write is wh
 the same storage functions: a chat turn's prompt (`conversations.record_prompt`, one transaction), its reply
 (`add_message`), and a correction of that reply by its response id (`correct_reply`, what POST /v1/feedback does).
 Each writer waits about `--think-ms` between its turns (uniformly 0.5x to 1.5x; 0: as fast as it can, the worst
-case). Each kind of read runs about twice a second: the review queue's pages (admin_data.read_queue, as GET
+case). Each kind of read runs about twice a second: the review queue's pages (queries.read_queue, as GET
 /api/admin/demonstrations: first page, a deep page by cursor, a skill filter, an author, a text search) and the
 dashboard's data (dashboard_data and version_rows, what the Dashboard tab and GET /api/admin/scores read).
 """
@@ -34,7 +34,7 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select
 
-from app.ui import admin_data
+from app.services import queries
 from storage import conversations, evals
 from storage.db import make_engine, upgrade
 from storage.models import Conversation, Demonstration, Message, ModelVersion, User
@@ -132,12 +132,12 @@ def run(db: Engine, args: argparse.Namespace) -> dict[str, Any]:
     seeded = time.perf_counter() - t0
     deep = args.rows // 10  # a cursor deep in the queue
     reads: dict[str, Callable[[], Any]] = {
-        "queue: pending, first page": lambda: admin_data.read_queue(db, QueueFilter(), limit=25),
-        "queue: pending, deep page": lambda: admin_data.read_queue(db, QueueFilter(), before_id=deep, limit=25),
-        "queue: skill filter": lambda: admin_data.read_queue(db, QueueFilter(status=None, skill="units"), limit=25),
-        "queue: text search": lambda: admin_data.read_queue(db, QueueFilter(status=None, text="question 4242")),
-        "queue: one author": lambda: admin_data.read_queue(db, QueueFilter(author_id=ids[-1]), limit=25),
-        "dashboard": lambda: (admin_data.dashboard_data(db), admin_data.version_rows(db)),
+        "queue: pending, first page": lambda: queries.read_queue(db, QueueFilter(), limit=25),
+        "queue: pending, deep page": lambda: queries.read_queue(db, QueueFilter(), before_id=deep, limit=25),
+        "queue: skill filter": lambda: queries.read_queue(db, QueueFilter(status=None, skill="units"), limit=25),
+        "queue: text search": lambda: queries.read_queue(db, QueueFilter(status=None, text="question 4242")),
+        "queue: one author": lambda: queries.read_queue(db, QueueFilter(author_id=ids[-1]), limit=25),
+        "dashboard": lambda: (queries.dashboard_data(db), queries.version_rows(db)),
     }
     out: list[tuple[str, float]] = []
 

@@ -2,6 +2,7 @@
 
     path, checksum = write_version_dir(versions_dir, "v3", save=result.save, manifest={...})
     verify_adapter(path, checksum)      # raises AdapterCorrupt when a file changed or went missing
+    check_version_adapter("v3", path, checksum)   # the rule before a version is served, trained on or scored
 
 The checksum is the SHA-256 of the sorted (file name, file SHA-256) pairs of every file but manifest.json; the
 manifest records it with the per-file hashes. A directory appears under its final name only complete and fsynced
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -23,6 +25,7 @@ from learner.model_files import _file_sha256, _fsync_tree
 from storage.errors import ApprenticeError, Conflict
 
 MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
 
 
 class AdapterCorrupt(ApprenticeError):
@@ -55,8 +58,26 @@ def verify_adapter(folder: str | Path, expected: str | None) -> None:
     if got != expected:
         raise AdapterCorrupt(
             f"adapter {folder} does not match its recorded checksum (expected {expected[:12]}..., found "
-            f"{got[:12]}...); its files were changed or damaged, so no round will train on it"
+            f"{got[:12]}...); its files were changed or damaged since it was registered"
         )
+
+
+def check_version_adapter(name: str, folder: str | Path | None, checksum: str | None) -> None:
+    """The one rule before a version goes live, is trained on or is scored: the base model (no folder) passes; an
+    adapter must be there and hash to the checksum recorded when it was registered (AdapterCorrupt names the version
+    otherwise). A version registered before `apprentice versions add` recorded checksums is used unverified, with a
+    warning: there is nothing to check it against."""
+    if folder is None:
+        return
+    if checksum:
+        try:
+            verify_adapter(folder, checksum)
+        except AdapterCorrupt as e:
+            raise AdapterCorrupt(f"version {name} is refused: {e}") from None
+        return
+    if not (Path(folder) / "adapter_config.json").is_file():
+        raise AdapterCorrupt(f"version {name} is refused: its adapter folder {folder} is missing or incomplete")
+    log.warning("version %s has no recorded checksum; its adapter is used unverified", name)
 
 
 def write_version_dir(

@@ -315,7 +315,8 @@ def score_live(run: Lifelong, engine: Any, k: int) -> dict[str, Any]:
     details = evals.latest_details(engine, version=live.name, skill="general")
     replies = [p["reply"] for p in details["probes"] if p["grader"] != "choice"]
     score = evals.latest_scores(engine, version=live.name)["general"].score
-    scores = score_version(run, facts, live.adapter_path, general=False)["facts"]
+    scored = score_version(run, facts, live.adapter_path, general=False)
+    scores = scored["facts"]
     groups = {}
     for j in range(1, k + 1):
         ids = [f.id for f in run.round_facts(j)]
@@ -327,6 +328,7 @@ def score_live(run: Lifelong, engine: Any, k: int) -> dict[str, Any]:
         **general_summary(run, score, replies),
         "group_mc": groups,
         "facts": scores,
+        "same_replies": scored["same_replies"],
     }
 
 

@@ -222,23 +222,19 @@ class LearnerConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's choices with LoRA's learning rate: what to start from on a strong in-context learner.
     "paper": {},
-    # SmolLM2-135M on CPU, chosen with `apprentice bench lifelong` (3 rounds of 4 tune facts, 60 general probes, the
-    # real gate; bench/results/lifelong/). The previous preset (short template, lr 3e-4, at least 30 steps: 30 epochs
-    # of a 4-demonstration round) learned multiple choice but lost general points every round (round 2 rejected at
-    # -6.7). Teacher-sampled rollouts reach the answer on a weak student; the teacher prompt puts the demonstration
-    # first with no phrase to copy ("The correct answer is:" spread into 43% of general replies); the budget is 12
-    # exposures per demonstration at lr 5e-4 (1e-3 lost 5-6.7 general points on the first four facts) with 25%
-    # replay of learned ones; the KL anchor to the live version on demonstration-free prompts keeps general answers
-    # where they were. Every variant measured, with its numbers: bench/results/lifelong/README.md.
+    # SmolLM2-135M on CPU, chosen with `apprentice bench lifelong` and the whole general suite: teacher-sampled
+    # rollouts (they reach the answer on a weak student), the demonstration first in the teacher prompt with no phrase
+    # to copy, 12 exposures per demonstration with 25% replay, and lr 2e-3 held in place by the KL anchor (weight 3) to
+    # the live version on demonstration-free prompts. Every variant measured: bench/results/lifelong/README.md.
     "builtin": {
         "rollout_from": "teacher",
         "teacher_template": CONTEXT_FIRST_TEMPLATE,
-        "learning_rate": 5e-4,
+        "learning_rate": 2e-3,
         "temperature": 0.7,
         "min_steps": 4,
         "epochs": 12.0,
         "replay_fraction": 0.25,
-        "anchor_weight": 1.0,
+        "anchor_weight": 3.0,
         "anchor_from": "teacher",
         "max_new_tokens": 96,
         "new_tokens_factor": 1.5,

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Engine
 from tqdm import tqdm
 
-from learner.adapters import verify_adapter
+from learner.adapters import check_version_adapter
 from learner.chat import encode_chat
 from learner.model_files import load_model
 from learner.probes import GENERAL_SUITE, ProbeSpec, grader_for, load_general_suite
@@ -39,7 +39,7 @@ METHOD = "greedy-v2"
 
 @dataclass(frozen=True)
 class EvalConfig:
-    batch_size: int = 16  # prompts generated together; sorted by length so padding stays small
+    batch_size: int = 48  # prompts generated together, sorted by length (CPU: 96 probes 51 s at 16, 37 s at 48)
     max_new_tokens: int = 48  # enough for the suites' short answers; a probe needing more should use another grader
     choice_batch_size: int = 16  # (prompt + choice) sequences per forward pass for `choice` probes
     device: str = "auto"  # auto: cuda when present, else cpu
@@ -326,8 +326,7 @@ def evaluate_version(
         raise NotFound(f"no probes for skill {', '.join(map(repr, missing))}; see `apprentice import --kind probes`")
     if not specs:
         raise NotFound("there are no probes to evaluate on; import some with `apprentice import --kind probes`")
-    if row.adapter_path and row.checksum:
-        verify_adapter(row.adapter_path, row.checksum)  # a damaged adapter must not be scored (or promoted)
+    check_version_adapter(version, row.adapter_path, row.checksum)  # a damaged adapter is not scored (or promoted)
     model, tokenizer = load_version(model_folder, row.adapter_path, device=config.device)
     report = score_probes(model, tokenizer, specs, config, version=version)
     if record:

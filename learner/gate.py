@@ -10,11 +10,10 @@
      more often than the live version does (learner.preference; a round that learned nothing is rejected).
 
 `gate_candidate` wires it to the database: it evaluates the candidate (and the live version again when its stored
-scores are stale, i.e. the probes changed since), decides, and records the verdict. `gate_round` is the whole gate
-after a round for a process that does not serve (`apprentice learn`, the learning daemon): the round's trained skills,
-`gate_candidate`, and a promoted candidate made the active version in the database, which every running server
-follows (app/activation.py). The server gates its own rounds (app/ui/admin_jobs.gate_and_activate) so that it can
-hot-swap at once.
+scores are stale, i.e. the probes changed since), decides, and records the verdict. The app runs it after
+every round through app/services/learning.finish_round (the verdict recorded, then a promoted candidate made live
+by the one activation rule, then a server's hot swap). `gate_round` is the same for a script (the lifelong
+benchmark): the round's trained skills, `gate_candidate`, and a promoted candidate made the active version.
 
     decision = gate_round(engine, model_folder, "v4", config=GateConfig(margin=0.02, min_probes=20))
     print(verdict("v4", decision))     # gate: v4 is live (promoted: geo 40.0->60.0, general 47.5->47.2)
@@ -30,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from learner.adapters import verify_adapter
+from learner.adapters import check_version_adapter
 from learner.evaluate import EvalConfig, evaluate_version, fingerprint, spec_from_row, sync_general_suite
 from learner.preference import LearnedCheck, round_learned
 from storage import demonstrations, evals, probes, rounds, versions
@@ -276,8 +275,7 @@ def gate_round(
         why = f"not promoted: the live version changed from {live} to {now} while the gate ran; judged against {live}"
         return GateDecision(False, why, decision.checks)
     target = versions.get_version(engine, name=candidate)
-    if target.adapter_path and target.checksum:
-        verify_adapter(target.adapter_path, target.checksum)  # never make a damaged adapter live
+    check_version_adapter(candidate, target.adapter_path, target.checksum)  # never make a damaged adapter live
     versions.set_active(engine, name=candidate)
     return decision
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from learner.adapters import remove_leftovers, verify_adapter, write_version_dir
+from learner.adapters import check_version_adapter, remove_leftovers, write_version_dir
 from learner.config import LearnerConfig
 from learner.prompts import Example, build_prompts
 from storage import demonstrations, leases, rounds, versions
@@ -183,10 +183,7 @@ def _run_locked(
         why = f"{len(plan.new_ids)} usable approved demonstration(s) that {parent.name} has not learned"
         return RoundOutcome("nothing", f"nothing to learn: {why} (need {min_demos})", parent=parent.name,
                             skipped=plan.skipped)  # fmt: skip
-    if parent.adapter_path and parent.checksum:
-        verify_adapter(parent.adapter_path, parent.checksum)
-    elif parent.adapter_path:  # registered by hand without one (`apprentice versions add`): nothing to check against
-        log.warning("version %s has no recorded checksum; its adapter is used unverified", parent.name)
+    check_version_adapter(parent.name, parent.adapter_path, parent.checksum)
     rnd = rounds.create_round(
         engine,
         method=config.method,

@@ -7,9 +7,9 @@ process against the same database (GPU layout: vLLM serves, the learner trains).
     ...
     scheduler.shutdown()
 
-Unless the job says `activate` (no gate) or `gate=False` (the caller gates: `apprentice serve` does, to hot-swap
-at once), the worker gates the new version after the round (learner.gate.gate_round): promoted, it becomes the
-active version in the database, which every running server follows.
+The worker only trains: what follows a round (the promotion gate, the activation of a promoted version, a server's
+hot swap) is its caller's, in the process that started the scheduler (`on_result`; app/services/learning.py), so
+every path runs the same pipeline.
 
 The job store is the application database (table apscheduler_jobs), so the schedule survives restarts. The job has
 max_instances=1, coalesces missed runs into one, and runs up to `misfire_grace_s` late. It runs in a separate,
@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,6 @@ class LearnJob:
     config: dict[str, Any]
     min_demos: int = 1
     activate: bool = False  # the new version goes live at once, ungated
-    gate: bool = True  # gate the new version in the worker (learner.gate.gate_round); False: the caller gates it
-    gate_config: dict[str, Any] = field(default_factory=dict)  # GateConfig fields (margin, min_probes, ...)
 
 
 def exit_with_parent() -> None:
@@ -73,7 +71,7 @@ def scheduled_round(job: dict[str, Any]) -> dict[str, Any]:
     from storage.db import make_engine
     from storage.demonstrations import count_fresh
 
-    spec = LearnJob(**job)
+    spec = LearnJob(**{k: v for k, v in job.items() if k in LearnJob.__dataclass_fields__})  # older jobs had more
     engine = make_engine(spec.db_url)
     try:
         fresh = count_fresh(engine)
@@ -87,11 +85,8 @@ def scheduled_round(job: dict[str, Any]) -> dict[str, Any]:
             activate=spec.activate,
         )
         log.info("%s", outcome.message)
-        result = {"status": outcome.status, "message": outcome.message, "round": outcome.round_id,
-                  "version": outcome.version}  # fmt: skip
-        if outcome.status == "succeeded" and outcome.version and spec.gate and not spec.activate:
-            result |= _gate(engine, spec, outcome.version, outcome.message)
-        return result
+        return {"status": outcome.status, "message": outcome.message, "round": outcome.round_id,
+                "version": outcome.version}  # fmt: skip
     except Conflict as e:
         return {"status": "busy", "message": str(e)}
     except ApprenticeError as e:
@@ -102,22 +97,6 @@ def scheduled_round(job: dict[str, Any]) -> dict[str, Any]:
         return {"status": "failed", "message": f"{type(e).__name__}: {e}"}
     finally:
         engine.dispose()
-
-
-def _gate(engine: Any, spec: LearnJob, candidate: str, message: str) -> dict[str, Any]:
-    """The gate after a succeeded round; a failing gate leaves the version a candidate and says so (the round
-    itself succeeded, so the result stays "succeeded")."""
-    from learner.gate import GateConfig, gate_round, verdict
-
-    try:
-        decision = gate_round(engine, spec.model_dir, candidate, config=GateConfig(**spec.gate_config))
-    except Exception as e:  # e.g. a damaged adapter or no probes: report it, keep the schedule going
-        log.exception("the gate of %s failed", candidate)
-        why = f"the gate failed ({e if isinstance(e, ApprenticeError) else f'{type(e).__name__}: {e}'})"
-        return {"promoted": False, "gate": why, "message": f"{message}; {why}; {candidate} stays a candidate"}
-    line = verdict(candidate, decision)
-    log.info("%s", line)
-    return {"promoted": decision.promote, "gate": decision.reason, "message": f"{message}; {line}"}
 
 
 def _trigger(interval_minutes: float, cron: str) -> Any:

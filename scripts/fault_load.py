@@ -36,7 +36,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.activation import activate_version  # noqa: E402
+from app.services.versions import activate  # noqa: E402
 from learner.model_files import BUILTIN, default_cache_dir, resolve_model  # noqa: E402
 from storage import users, versions  # noqa: E402
 from storage.db import make_engine, reading, upgrade  # noqa: E402
@@ -236,7 +236,7 @@ def phase_load(server: Server, db_url: str, keys: list[str], seconds: float) -> 
         stop = time.monotonic() + seconds
         while time.monotonic() < stop:
             await asyncio.sleep(seconds / 8)
-            await asyncio.to_thread(activate_version, db, ("swap-a", "swap-b")[swaps % 2])
+            await asyncio.to_thread(activate, db, ("swap-a", "swap-b")[swaps % 2])
             swaps += 1
         db.dispose()
 

@@ -2,7 +2,7 @@
 teacher prompt, each scored for agreement with the correction (0..1). The review queue shows the latest check of a
 demonstration and flags those whose teacher answer still disagrees (the model cannot learn them from context).
 
-Computing a check needs the model: app/ui/admin_actions.py does it; here they are only stored and read.
+Computing a check needs the model: app/services/answers.py does it; here they are only stored and read.
 """
 
 from __future__ import annotations

@@ -91,3 +91,22 @@ def create_version(
             return version
     except IntegrityError:
         raise Conflict(f"a version named {name!r} already exists") from None
+
+
+def set_reason(engine: Engine, *, name: str, reason: str) -> ModelVersion:
+    """Replace a version's note (e.g. why no gate judged it)."""
+    with transaction(engine) as s:
+        version = s.scalar(select(ModelVersion).where(ModelVersion.name == name))
+        if version is None:
+            raise NotFound(f"no model version named {name!r}")
+        version.reason = reason
+        return version
+
+
+def ungated_candidates(engine: Engine) -> list[ModelVersion]:
+    """Candidates a round wrote that no gate has judged yet (no verdict, no note), oldest first."""
+    with reading(engine) as s:
+        query = select(ModelVersion).where(
+            ModelVersion.status == "candidate", ModelVersion.round_id.is_not(None), ModelVersion.reason == ""
+        )
+        return list(s.scalars(query.order_by(ModelVersion.id)))

@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import insert
 
 from app.api import admin
+from app.services.answers import agreement
 from app.settings import Settings
-from app.ui.admin_actions import agreement
 from learner.adapters import adapter_checksum
 from storage import evals, rounds, users, versions
 from storage.demonstrations import create_demonstration

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.ui import admin_data, dashboard
+from app.services import queries
+from app.ui import dashboard
 from app.ui.admin_view import check_html, demo_html, side_by_side, table_html
 from storage import evals, rounds, versions
 from storage.demonstrations import create_demonstration
@@ -51,7 +52,7 @@ def history(engine):
 
 
 def test_dashboard_data_for_three_versions(history):
-    data = admin_data.dashboard_data(history)
+    data = queries.dashboard_data(history)
     assert [v["name"] for v in data.versions] == ["v0", "v1", "v2"]
     assert [v["status"] for v in data.versions] == ["retired", "active", "rejected"]
     assert data.skills == ["general", "geo", "math"] and data.general == ["general"] and data.base == "v0"
@@ -67,20 +68,20 @@ def test_dashboard_data_for_three_versions(history):
 
 def test_plot_labels_show_names_as_written(engine):
     evals.record_eval(engine, version="v0", skills={"<b>x</b>": {"score": 0.5, "n": 4}})
-    data = admin_data.dashboard_data(engine)
+    data = queries.dashboard_data(engine)
     assert list(dashboard.heatmap(data).data[0].x) == ["&lt;b&gt;x&lt;/b&gt; (n=4)"]
     assert dashboard.lines(data).data[0].name == "&lt;b&gt;x&lt;/b&gt;"
 
 
 def test_an_unevaluated_version_has_no_row(engine):
-    assert admin_data.dashboard_data(engine).versions == []
+    assert queries.dashboard_data(engine).versions == []
     evals.record_eval(engine, version="v0", skills={"geo": {"score": 0.5, "n": 4}})
-    data = admin_data.dashboard_data(engine)
+    data = queries.dashboard_data(engine)
     assert [v["name"] for v in data.versions] == ["v0"] and data.best == {"geo": 0.5}
 
 
 def test_heatmap_and_lines(history):
-    data = admin_data.dashboard_data(history)
+    data = queries.dashboard_data(history)
     heat = dashboard.heatmap(data, "base").data[0]
     assert list(heat.y) == ["v0", "v1 ● live", "v2 ✗ rejected"]
     assert list(heat.x) == ["general (n=300)", "geo (n=20)", "math (n=30)"] and heat.customdata[2][2] is None
@@ -101,29 +102,29 @@ def test_heatmap_and_lines(history):
 
 
 def test_versions_and_rounds_listings(history):
-    rows = {r["name"]: r for r in admin_data.version_rows(history)}
+    rows = {r["name"]: r for r in queries.version_rows(history)}
     assert rows["v1"]["parent"] == "v0" and rows["v1"]["round"] == 1 and rows["v1"]["method"] == "sdft"
     assert rows["v1"]["demonstrations"] == 2 and rows["v2"]["demonstrations"] == 1
     assert rows["v0"]["method"] == "base model" and rows["v2"]["scores"] == {"general": 0.3, "geo": 0.8}
-    detail = admin_data.version_detail(history, "v2")
+    detail = queries.version_detail(history, "v2")
     assert detail["lineage"] == ["v2", "v1", "v0"] and [d["question"] for d in detail["learned"]] == [Q[0]["content"]]
     edit(history, demo_id=detail["learned"][0]["id"], corrected_answer="Quillmark, on the Vell")
-    learned = admin_data.version_detail(history, "v2")["learned"][0]
+    learned = queries.version_detail(history, "v2")["learned"][0]
     assert (learned["corrected_answer"], learned["edited_since"]) == ("Quillmark 2", True)  # the text v2 learned
 
-    listed = admin_data.round_rows(history)
+    listed = queries.round_rows(history)
     assert [r["id"] for r in listed] == [2, 1] and listed[1]["loss"] == 1.2 and listed[1]["kl"] == 0.9
     assert listed[1]["demonstrations"] == 2 and listed[1]["status"] == "succeeded"
-    one = admin_data.read_round(history, 1)
+    one = queries.read_round(history, 1)
     assert [s["loss"] for s in one["steps"]] == [2.0, 1.2] and one["hyperparameters"] == {"lr": 2e-4}
 
 
 def test_round_curves_plot_loss_and_kl(history):
     from app.ui.rounds import curves
 
-    fig = curves(admin_data.read_round(history, 1))
+    fig = curves(queries.read_round(history, 1))
     assert [t.name for t in fig.data] == ["loss", "KL(teacher‖student)"] and list(fig.data[0].y) == [2.0, 1.2]
-    assert curves(admin_data.read_round(history, 2)) is None  # no steps recorded
+    assert curves(queries.read_round(history, 2)) is None  # no steps recorded
     steps = [{"step": 1, "loss": 0.5, "kl": 0.5}, {"step": 2, "loss": 0.4, "kl": 0.4}]
     same = {"id": 3, "method": "sdft", "steps": steps}
     assert [t.name for t in curves(same).data] == ["loss = KL(teacher‖student)"]  # forward KL: one line, not two
@@ -137,13 +138,13 @@ def test_a_rejected_version_made_live_by_hand(history):
 
     versions.set_active(history, name="v2")
     versions.set_active(history, name="v1")
-    data = admin_data.dashboard_data(history)
+    data = queries.dashboard_data(history)
     assert data.versions[2]["status"] == "retired" and data.best["geo"] == 0.60  # v2's 0.80 is no skill's best
-    rows = admin_data.version_rows(history)
+    rows = queries.version_rows(history)
     assert [r["by_hand"] for r in rows] == [False, False, True]
     note = version_table(rows)[0][-1]
     assert note.startswith("rejected: general dropped 11.0 points") and note.endswith("; made live by hand")
-    assert "made live by hand anyway (last activated 20" in detail_html(admin_data.version_detail(history, "v2"))
+    assert "made live by hand anyway (last activated 20" in detail_html(queries.version_detail(history, "v2"))
     assert "(made live by hand; retired since)" in dashboard.summary_html(data)
 
 
@@ -171,7 +172,7 @@ def test_schedule_names_the_round_in_progress_and_what_waits(history, tmp_path):
 
 
 def test_compare_samples_the_trained_skills_first_and_clips_long_answers():
-    from app.ui.admin_actions import _sample
+    from app.services.answers import _sample
 
     items = [{"skill": s, "probe_id": i, "old_correct": i % 2 == 0, "new_correct": False}
              for i, s in enumerate(["general"] * 20 + ["geo"] * 3)]  # fmt: skip

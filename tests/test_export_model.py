@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.export_model import export_merged
+from app.services.export_model import export_merged
 from learner.adapters import adapter_checksum
 from storage import versions
 from storage.errors import ApprenticeError

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.first_run import ensure_first_admin
+from app.services.first_run import ensure_first_admin
 from storage import users
 from storage.errors import ApprenticeError
 

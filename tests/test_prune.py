@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from app.activation import activate_version
 from app.cli import main
-from app.version_prune import prune_versions
+from app.services.prune import prune_versions
+from app.services.versions import activate
 from storage import versions
 from storage.errors import ApprenticeError
 from storage.pruning import plan_prune
@@ -61,7 +61,7 @@ def test_prune_removes_folders_and_the_versions_cannot_come_back(engine, tmp_pat
     assert (tmp_path / "mine" / "v5").exists() and any("v5" in line and "not under" in line for line in report)
     assert "adapter folder removed" in versions.get_version(engine, name="v3").reason
     with pytest.raises(ApprenticeError, match="missing"):
-        activate_version(engine, "v3")
+        activate(engine, "v3")
     again = prune_versions(engine, root, keep=0, min_age_hours=0, dry_run=False)
     assert again[-1].startswith("removed 0 folder(s)")
 

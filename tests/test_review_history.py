@@ -7,9 +7,9 @@ from __future__ import annotations
 import gradio as gr
 import pytest
 
+from app.services.review import review_many
 from app.settings import Settings
 from app.state import AppState
-from app.ui import admin_actions
 from app.ui import review as review_tab
 from app.ui.review_handlers import ReviewHandlers
 from storage import people, review, users
@@ -54,7 +54,7 @@ def test_no_approving_ones_own_correction_when_the_setting_is_on(engine, crew):
     with pytest.raises(Forbidden):
         review.approve(engine, demo_id=edited.id, reviewer_id=crew["rex"], forbid_self=True)
     reviewer = users.get_user(engine, name="rex")
-    result = admin_actions.review_many(engine, reviewer, [edited.id], "approve", forbid_self=True)
+    result = review_many(engine, reviewer, [edited.id], "approve", forbid_self=True)
     assert result["done"] == [] and "is yours" in result["failed"][0]["error"]
     assert review.approve(engine, demo_id=edited.id, reviewer_id=crew["rita"], forbid_self=True).status == "approved"
 

@@ -1,6 +1,7 @@
 """The learning schedule: the job lives in the application database with max_instances=1, coalescing and a misfire
-grace; it waits for enough new demonstrations; it trains in a separate worker process; and the worker gates the new
-version unless the job leaves that to its caller (the server)."""
+grace; it waits for enough new demonstrations; it trains in a separate worker process, which only trains:
+the gate and the activation follow in the scheduler's process (app/services/learning.finish_round), also for a round
+a restart left ungated."""
 
 from __future__ import annotations
 
@@ -65,22 +66,36 @@ def test_the_scheduler_trains_in_a_worker_process(engine, tiny_model_dir, tmp_pa
     assert versions.active_version(engine).name == result["version"]  # learn_activate promotes at once
 
 
-def test_a_scheduled_round_is_gated_in_its_worker(engine, tiny_model_dir, tmp_path):
+def test_the_worker_only_trains_and_a_restart_finds_the_round_its_gate_missed(engine, tiny_model_dir, tmp_path):
+    """The pipeline after a round (app/services/learning.finish_round) runs in the scheduler's process. A process
+    that stopped between the round and its gate leaves a candidate no gate judged: the next start finds it
+    (`ungated`) and gates it; the verdict lands in the database."""
+    from app.services.learning import finish_round, outcome_of, ungated
+    from learner.gate import GateConfig
     from tests.test_gate import store_scores
 
     add_demos(engine, 2)
     store_scores(engine, "v0", {"general": 1.0})  # a live score the candidate cannot match
-    result = scheduled_round(vars(job(engine, tiny_model_dir, tmp_path, min_demos=2, gate_config={"margin": 0.1})))
-    assert result["status"] == "succeeded" and result["promoted"] is False, result
-    assert result["gate"].startswith("rejected: general dropped") and "margin 10)" in result["gate"]
-    assert f"gate: {result['version']} is not live (rejected: " in result["message"]
-    assert versions.get_version(engine, name=result["version"]).status == "rejected"
-    assert versions.active_version(engine).name == "v0"
-
-    add_demos(engine, 2, start=2)
-    result = scheduled_round(vars(job(engine, tiny_model_dir, tmp_path, min_demos=2, gate=False)))  # the server's job
+    result = scheduled_round(vars(job(engine, tiny_model_dir, tmp_path, min_demos=2)))
     assert result["status"] == "succeeded" and "gate" not in result, result
-    assert versions.get_version(engine, name=result["version"]).status == "candidate"
+    name = result["version"]
+    assert versions.get_version(engine, name=name).status == "candidate"
+    # the server stops here; at its next start:
+    left = ungated(engine)
+    assert [o.version for o in left] == [name] and left[0].round_id == result["round"]
+    done = finish_round(engine, left[0], model_folder=tiny_model_dir, gate_config=GateConfig(margin=0.1))
+    assert done.gate is not None and not done.gate.promote and not done.live, done
+    assert done.gate.reason.startswith("rejected: general dropped") and "margin 10)" in done.gate.reason
+    assert f"gate: {name} is not live (rejected: " in done.message
+    stored = versions.get_version(engine, name=name)
+    assert stored.status == "rejected" and stored.reason == done.gate.reason
+    assert versions.active_version(engine).name == "v0" and ungated(engine) == []
+    # a round left a candidate on purpose (`learn --no-gate`) is not gated at the next start
+    add_demos(engine, 2, start=2)
+    kept = finish_round(engine, outcome_of(scheduled_round(vars(job(engine, tiny_model_dir, tmp_path, min_demos=2)))),
+                        model_folder=tiny_model_dir, policy="candidate")  # fmt: skip
+    assert kept.gate is None and versions.get_version(engine, name=kept.version).status == "candidate"
+    assert ungated(engine) == []
 
 
 def _sleep_as_a_worker(seconds: float) -> None:

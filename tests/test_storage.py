@@ -168,6 +168,28 @@ def test_versions_base_and_activation(engine):
         versions.set_active(engine, name="v9")
 
 
+def test_ungated_candidates_are_a_rounds_versions_without_a_verdict_or_a_note(engine):
+    from storage import evals, rounds
+
+    def round_version(name: str) -> None:
+        rnd = rounds.create_round(engine, method="sft", parent_version="v0", hyperparameters={}, owner="t", demo_ids=[])
+        rounds.mark_running(engine, round_id=rnd.id)
+        rounds.succeed_round(
+            engine, round_id=rnd.id, version=name, adapter_path=f"/nowhere/{name}", checksum="x", metrics={}
+        )
+
+    for name in ("v1", "v2", "v3"):
+        round_version(name)
+    versions.create_version(engine, name="by-hand", adapter_path="/nowhere/by-hand", parent="v0")  # no round
+    assert [v.name for v in versions.ungated_candidates(engine)] == ["v1", "v2", "v3"]
+    evals.record_gate(engine, candidate="v1", promote=False, reason="rejected: general dropped")
+    versions.set_reason(engine, name="v2", reason="not gated: left a candidate")
+    assert [v.name for v in versions.ungated_candidates(engine)] == ["v3"]
+    assert versions.get_version(engine, name="v2").reason == "not gated: left a candidate"
+    with pytest.raises(NotFound):
+        versions.set_reason(engine, name="v9", reason="x")
+
+
 def test_correct_reply_keeps_context_refuses_others_and_dedupes(engine):
     from storage import conversations
 

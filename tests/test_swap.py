@@ -11,8 +11,8 @@ import time
 import httpx
 import pytest
 
-from app.activation import activate_version
 from app.cli import main
+from app.services.versions import activate
 from app.settings import Settings
 from storage import versions
 from tests.serving_helpers import make_adapter, running_server, sse_events, torch_threads
@@ -81,7 +81,7 @@ def test_eight_streams_across_swaps(setup):
                     await asyncio.sleep(0.5)
                     for k in range(SWAPS):
                         name = ("v1", "v2")[k % 2]
-                        await asyncio.to_thread(activate_version, db, name)  # what `apprentice activate` does
+                        await asyncio.to_thread(activate, db, name)  # what `apprentice activate` does
                         while engine.active != name:
                             await asyncio.sleep(0.02)
                         order.append(name)

@@ -8,9 +8,9 @@ import asyncio
 import gradio as gr
 import pytest
 
-from app import chat_service
 from app.engines.base import Limits, Sampling
 from app.engines.transformers import TransformersEngine
+from app.services import chat as chat_service
 from app.settings import Settings
 from app.state import AppState
 from app.ui.chat import layout

@@ -5,8 +5,8 @@
 
 Auth: an API key (`apprentice users key NAME`) as a Bearer token. Reviewers may use the review endpoints
 (/demonstrations...); everything else needs an admin; anyone else gets 403, no key 401. Handlers stay thin: reads
-through app/ui/admin_data.py, writes through storage/review.py, model work through app/ui/admin_actions.py and
-app/ui/admin_jobs.py (shared with the admin tabs). Domain errors become 4xx in the app's one exception handler.
+through app/services/queries.py, writes through app/services/review.py, model work through app/services/answers.py,
+versions.py and jobs.py (shared with the admin tabs). Domain errors become 4xx in the app's one exception handler.
 Long work (train now, evaluations) answers 202 with a job to poll at /api/admin/jobs/{id}.
 
     .venv/bin/python -m pytest -q tests/test_admin_api.py
@@ -24,7 +24,9 @@ from fastapi.responses import Response
 from app.api import admin_protocol as p
 from app.api.deps import AdminDep, StateDep, UserDep
 from app.api.responses import error_responses
-from app.ui import admin_actions, admin_data, admin_jobs
+from app.services import answers, jobs, queries
+from app.services import versions as live
+from app.services.review import review_many
 from learner.exchange import import_text
 from storage import review, versions
 from storage.errors import ApprenticeError, Forbidden
@@ -93,21 +95,21 @@ async def list_demonstrations(
     flt = QueueFilter(
         status=None if status == "any" else status, skill=skill, author_id=author_id,
         since=_day(since, "since"), until=_day(until, "until"), text=text, round_id=round,
-        teacher_below=admin_data.AGREES if flagged else None,
+        teacher_below=queries.AGREES if flagged else None,
     )  # fmt: skip
-    return await thread(admin_data.read_queue, state.db, flt, before_id=before, after_id=after, limit=limit)
+    return await thread(queries.read_queue, state.db, flt, before_id=before, after_id=after, limit=limit)
 
 
 @router.get("/demonstrations/{demo_id}", response_model=p.DemonstrationOut, summary="One demonstration")
 async def get_demonstration(demo_id: DemoId, user: ReviewerDep, state: StateDep) -> dict:
-    return await thread(admin_data.read_demo, state.db, demo_id)
+    return await thread(queries.read_demo, state.db, demo_id)
 
 
 @router.post("/demonstrations/{demo_id}/approve", response_model=p.DemonstrationOut, summary="Approve (train on it)")
 async def approve(demo_id: DemoId, user: ReviewerDep, state: StateDep) -> dict:
     forbid_self = state.settings.review_forbid_self_approval
     await thread(review.approve, state.db, demo_id=demo_id, reviewer_id=user.id, forbid_self=forbid_self)
-    return await thread(admin_data.read_demo, state.db, demo_id)
+    return await thread(queries.read_demo, state.db, demo_id)
 
 
 @router.post("/demonstrations/{demo_id}/reject", response_model=p.DemonstrationOut, summary="Reject, with a reason")
@@ -115,7 +117,7 @@ async def reject(
     demo_id: DemoId, user: ReviewerDep, state: StateDep, body: p.RejectIn = Body(default_factory=p.RejectIn)
 ) -> dict:
     await thread(review.reject, state.db, demo_id=demo_id, reviewer_id=user.id, reason=body.reason)
-    return await thread(admin_data.read_demo, state.db, demo_id)
+    return await thread(queries.read_demo, state.db, demo_id)
 
 
 @router.patch("/demonstrations/{demo_id}", response_model=p.DemonstrationOut, summary="Edit correction / skill")
@@ -124,7 +126,7 @@ async def edit(demo_id: DemoId, body: p.EditIn, user: ReviewerDep, state: StateD
         review.edit, state.db, demo_id=demo_id, corrected_answer=body.corrected_answer, skill=body.skill,
         editor_id=user.id,
     )  # fmt: skip
-    return await thread(admin_data.read_demo, state.db, demo_id)
+    return await thread(queries.read_demo, state.db, demo_id)
 
 
 @router.post("/demonstrations/{demo_id}/hold-out", response_model=p.HoldOutOut, summary="Hold out as a probe")
@@ -135,14 +137,14 @@ async def hold_out(
         review.hold_out, state.db, demo_id=demo_id, reviewer_id=user.id, skill=body.skill, grader=body.grader,
         answer=body.answer,
     )  # fmt: skip
-    demo = await thread(admin_data.read_demo, state.db, demo_id)
+    demo = await thread(queries.read_demo, state.db, demo_id)
     return {"demonstration": demo, "probe_id": probe.id, "skill": probe.skill, "grader": probe.grader}
 
 
 @router.post("/demonstrations/bulk", response_model=p.BulkOut, summary="One action on many demonstrations")
 async def bulk(body: p.BulkIn, user: ReviewerDep, state: StateDep) -> dict:
     return await thread(
-        admin_actions.review_many,
+        review_many,
         state.db,
         user,
         body.ids,
@@ -159,7 +161,7 @@ async def bulk(body: p.BulkIn, user: ReviewerDep, state: StateDep) -> dict:
     summary="The live model's answer without and with the demonstration in context",
 )
 async def teacher_check(demo_id: DemoId, user: ReviewerDep, state: StateDep) -> dict:
-    return await admin_actions.teacher_check(state, demo_id)
+    return await answers.teacher_check(state, demo_id)
 
 
 # --- versions (admins) -----------------------------------------------------------------------------------------
@@ -167,27 +169,27 @@ async def teacher_check(demo_id: DemoId, user: ReviewerDep, state: StateDep) -> 
 
 @router.get("/versions", response_model=list[p.VersionOut], summary="Every model version, oldest first")
 async def list_versions(user: AdminDep, state: StateDep) -> list[dict]:
-    return await thread(admin_data.version_rows, state.db)
+    return await thread(queries.version_rows, state.db)
 
 
 @router.get("/versions/{name}", response_model=p.VersionDetailOut, summary="A version, its lineage and lessons")
 async def get_version(name: str, user: AdminDep, state: StateDep) -> dict:
-    return await thread(admin_data.version_detail, state.db, name)
+    return await thread(queries.version_detail, state.db, name)
 
 
 @router.post("/versions/{name}/activate", response_model=p.ActivateOut, summary="Make live: promote or roll back")
 async def activate(name: str, user: AdminDep, state: StateDep) -> dict:
-    return await admin_actions.activate(state, name)
+    return await live.go_live(state, name)
 
 
 @router.post("/versions/rollback", response_model=p.ActivateOut, summary="Roll back to the previously live version")
 async def rollback(user: AdminDep, state: StateDep) -> dict:
-    return await admin_actions.activate(state, await thread(admin_actions.previous_live, state.db))
+    return await live.go_live(state, await thread(live.previous_live, state.db))
 
 
 @router.get("/versions/{name}/compare", response_model=p.CompareOut, summary="Old (parent) vs new answers")
 async def compare(name: str, user: AdminDep, state: StateDep, sample: Annotated[int, Query(ge=1, le=20)] = 5) -> dict:
-    return await admin_actions.compare(state, name, sample=sample)
+    return await answers.compare(state, name, sample=sample)
 
 
 # --- rounds, jobs, evaluation (admins) -------------------------------------------------------------------------
@@ -195,22 +197,22 @@ async def compare(name: str, user: AdminDep, state: StateDep, sample: Annotated[
 
 @router.get("/rounds", response_model=list[p.RoundOut], summary="Training rounds, newest first")
 async def list_rounds(user: AdminDep, state: StateDep, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict]:
-    return await thread(admin_data.round_rows, state.db, limit=limit)
+    return await thread(queries.round_rows, state.db, limit=limit)
 
 
 @router.get("/rounds/{round_id}", response_model=p.RoundDetailOut, summary="A round with its per-step metrics")
 async def get_round(round_id: RoundId, user: AdminDep, state: StateDep) -> dict:
-    return await thread(admin_data.read_round, state.db, round_id)
+    return await thread(queries.read_round, state.db, round_id)
 
 
 @router.post("/rounds", response_model=p.JobOut, status_code=202, summary="Train now (round, gate, hot swap)")
 async def train_now(user: AdminDep, state: StateDep) -> dict:
-    return await admin_jobs.train_now(state)
+    return await jobs.train_now(state)
 
 
 @router.get("/schedule", response_model=p.ScheduleOut, summary="The learning schedule's settings")
 async def schedule(user: AdminDep, state: StateDep) -> dict:
-    s, status = state.settings, await thread(admin_data.learner_status, state.db)
+    s, status = state.settings, await thread(queries.learner_status, state.db)
     return {
         "method": s.learn_method, "preset": s.learn_preset, "interval_minutes": s.learn_interval_minutes,
         "cron": s.learn_cron, "min_demos": s.learn_min_demos, "activate": s.learn_activate,
@@ -222,22 +224,22 @@ async def schedule(user: AdminDep, state: StateDep) -> dict:
 @router.post("/evaluations", response_model=p.JobOut, status_code=202, summary="Score a version on every skill")
 async def evaluate(user: AdminDep, state: StateDep, body: p.EvaluateIn = Body(default_factory=p.EvaluateIn)) -> dict:
     version = body.version or (await thread(versions.active_version, state.db)).name
-    return await admin_jobs.evaluate(state, version, body.skills)
+    return await jobs.evaluate(state, version, body.skills)
 
 
 @router.get("/jobs", response_model=list[p.JobOut], summary="Background jobs of this server, newest first")
 async def list_jobs(user: AdminDep, state: StateDep) -> list[dict]:
-    return admin_jobs.jobs_of(state).list()
+    return state.jobs.list()
 
 
 @router.get("/jobs/{job_id}", response_model=p.JobOut, summary="One background job")
 async def get_job(job_id: JobId, user: AdminDep, state: StateDep) -> dict:
-    return admin_jobs.jobs_of(state).get(job_id)
+    return state.jobs.get(job_id)
 
 
 @router.get("/scores", response_model=p.ScoresOut, summary="The version x skill matrix of the dashboard")
 async def scores(user: AdminDep, state: StateDep) -> dict:
-    return (await thread(admin_data.dashboard_data, state.db)).to_json()
+    return (await thread(queries.dashboard_data, state.db)).to_json()
 
 
 # --- import / export (admins) ----------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Request and response models of the admin REST API (/api/admin); app/api/admin.py serves them.
 
-The shapes follow app/ui/admin_data.py, which builds the same data for the admin tabs.
+The shapes follow app/services/queries.py, which builds the same data for the admin tabs.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""OpenAI-compatible routes under /v1: chat completions (recorded via app.chat_service), raw completions with echo
+"""OpenAI-compatible routes under /v1: chat completions (recorded via app.services.chat), raw completions with echo
 and logprobs (lm-eval's `local-completions`), models, feedback, and vLLM's adapter load/unload (admin keys only).
 
 Every response names the model version in `X-Model-Version` (a stream: the version chosen when it started) and
@@ -18,7 +18,6 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
-from app import chat_service
 from app.api.deps import AdminDep, StateDep, UserDep
 from app.api.errors import error_body
 from app.api.protocol import (
@@ -29,8 +28,9 @@ from app.api.protocol import (
     UnloadAdapterRequest,
 )
 from app.api.responses import EVENT_STREAM, ChatCompletion, Completion, FeedbackOut, ModelList, error_responses
-from app.chat_service import TurnDelta, new_response_id
 from app.engines.base import Delta, Sampling
+from app.services import chat as chat_service
+from app.services.chat import TurnDelta, new_response_id
 from app.state import AppState
 from storage.errors import ApprenticeError, Forbidden, NotFound
 

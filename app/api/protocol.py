@@ -2,7 +2,7 @@
 
 Range and type checks happen here, strictly (`"max_tokens": "12"` or `[[false]]` as token ids is refused, not
 coerced), so a bad value is a 400 naming the field; text must be valid Unicode (no lone surrogates). Conversation
-checks (roles, empty text, the last turn) happen in app.chat_service so the UI gets the same messages. The response
+checks (roles, empty text, the last turn) happen in app.services.chat so the UI gets the same messages. The response
 shapes for the OpenAPI document are in app/api/responses.py.
 """
 

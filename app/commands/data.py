@@ -45,8 +45,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def import_command(args: argparse.Namespace, settings: Settings) -> int:
     text = _read(args.file)
-    engine = open_database(settings)
-    report = import_text(engine, text, kind=args.kind, approve=args.approve, strict=args.strict, skill=args.skill)
+    db = open_database(settings)
+    report = import_text(db, text, kind=args.kind, approve=args.approve, strict=args.strict, skill=args.skill)
     for number, message in report.bad:
         print(f"{args.file} line {number}: {message}", file=sys.stderr)
     print(report.summary())

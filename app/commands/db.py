@@ -17,6 +17,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def upgrade_command(args: argparse.Namespace, settings: Settings) -> int:
-    engine = open_database(settings)
-    print(f"database {engine.url.render_as_string(hide_password=True)} is at schema {current_revision(engine)}")
+    db = open_database(settings)
+    print(f"database {db.url.render_as_string(hide_password=True)} is at schema {current_revision(db)}")
     return 0

@@ -31,10 +31,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def eval_command(args: argparse.Namespace, settings: Settings) -> int:
-    engine = open_database(settings)
-    version = args.version or active_version(engine).name
+    db = open_database(settings)
+    version = args.version or active_version(db).name
     config = EvalConfig(batch_size=max(1, args.batch_size), max_new_tokens=max(1, args.max_new_tokens), progress=True)
-    report = evaluate_version(engine, model_folder(settings), version, skills=args.skill, config=config)
+    report = evaluate_version(db, model_folder(settings), version, skills=args.skill, config=config)
     document = json.dumps(report.to_json(), indent=2)
     if args.json == "-":
         print(document)

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def export_command(args: argparse.Namespace, settings: Settings) -> int:
-    from app.export_model import export_merged
+    from app.services.export_model import export_merged
 
     out = export_merged(open_database(settings), name=args.name, base_folder=model_folder(settings), out=Path(args.out))
     print(f"exported {args.name} to {out} (load it with AutoModelForCausalLM.from_pretrained or vLLM)")

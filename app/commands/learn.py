@@ -4,10 +4,10 @@
     apprentice learn --daemon        # the scheduler of `apprentice serve`, alone (set APPRENTICE_LEARN_IN_SERVER=0)
     apprentice learn --config        # the effective LearnerConfig with each field's help
 
-After a round, the promotion gate (learner.gate.gate_round, with the settings' gate_margin and gate_min_probes)
-decides whether the new version goes live, unless `--activate` (live at once) or `--no-gate` (left a candidate);
-the daemon gates too unless learn_activate is set. `start_learning(settings)` is what `apprentice serve` calls to run
-the schedule inside the web app; there the server gates each round itself, to hot-swap at once.
+After a round, app/services/learning.finish_round runs the promotion gate (the settings' gate_margin and
+gate_min_probes) and makes a promoted version live, unless `--activate` (live at once) or `--no-gate` (left a
+candidate); the daemon does the same after each scheduled round, and at start gates a candidate a round left
+ungated.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ import sys
 import threading
 from typing import Any
 
-from sqlalchemy import Engine
-
 from app.services import model_folder, open_database
+from app.services.learning import finish_round, learn_job, outcome_of, ungated
 from app.settings import Settings
 from learner.config import LearnerConfig
-from learner.scheduler import LearnJob, start_scheduler
+from learner.evaluate import EvalConfig
+from learner.gate import verdict
+from learner.rounds import RoundOutcome
+from learner.scheduler import start_scheduler
 from storage.errors import ApprenticeError
 
 
@@ -105,7 +107,7 @@ def learn_now(args: argparse.Namespace, settings: Settings, config: LearnerConfi
     from learner.rounds import run_round
 
     quiet_libraries()
-    engine = open_database(settings)
+    db = open_database(settings)
     folder = model_folder(settings)
     bar = tqdm(desc=f"{config.method} round", unit="step", disable=args.json)
 
@@ -118,7 +120,7 @@ def learn_now(args: argparse.Namespace, settings: Settings, config: LearnerConfi
 
     try:
         outcome = run_round(
-            engine, model_dir=folder, data_dir=settings.data_dir, config=config, activate=args.activate,
+            db, model_dir=folder, data_dir=settings.data_dir, config=config, activate=args.activate,
             on_step=on_step,
         )  # fmt: skip
     finally:
@@ -127,12 +129,20 @@ def learn_now(args: argparse.Namespace, settings: Settings, config: LearnerConfi
         for item in outcome.skipped:
             print(f"skipped: {item['reason']}")
         print(outcome.message, flush=True)
-    gate, error = None, None
-    if outcome.status == "succeeded" and outcome.version and not (args.activate or args.no_gate):
-        try:
-            gate = run_gate(engine, folder, outcome.version, settings, progress=not args.json)
-        except ApprenticeError as e:  # the round itself succeeded: its version stays a candidate
-            error = f"the gate failed: {e}; {outcome.version} stays a candidate"
+    policy = "activated" if args.activate else "candidate" if args.no_gate else "gate"
+    if policy == "gate" and outcome.status == "succeeded" and outcome.version and not args.json:
+        print(f"gate: evaluating {outcome.version} and the live version on every skill", flush=True)
+    result = finish_round(db, outcome, model_folder=folder, policy=policy, gate_config=settings.gate_config(),
+                          eval_config=EvalConfig(progress=not args.json))  # fmt: skip
+    gate = None
+    if result.gate is not None:
+        gate = {"promoted": result.gate.promote, "reason": result.gate.reason,
+                "checks": [dataclasses.asdict(c) for c in result.gate.checks]}  # fmt: skip
+        if not args.json:
+            for check in result.gate.checks:
+                print(f"  {check.describe()}")
+            print(verdict(outcome.version, result.gate))
+    error = f"{result.gate_error}; {outcome.version} stays a candidate" if result.gate_error else None
     if args.json:
         document = {k: v for k, v in vars(outcome).items() if k != "metrics"} | {"metrics": outcome.metrics}
         print(json.dumps(document | {"gate": gate} | ({"error": error} if error else {})))
@@ -141,66 +151,26 @@ def learn_now(args: argparse.Namespace, settings: Settings, config: LearnerConfi
     return 1 if error else 0
 
 
-def run_gate(engine: Engine, folder: str, candidate: str, settings: Settings, *, progress: bool) -> dict[str, Any]:
-    """The promotion gate on the round's version (printing its checks and verdict when `progress`)."""
-    from learner.evaluate import EvalConfig
-    from learner.gate import gate_round, verdict
-
-    if progress:
-        print(f"gate: evaluating {candidate} and the live version on every skill", flush=True)
-    decision = gate_round(
-        engine, folder, candidate, config=settings.gate_config(), eval_config=EvalConfig(progress=progress)
-    )
-    if progress:
-        for check in decision.checks:
-            print(f"  {check.describe()}")
-        print(verdict(candidate, decision))
-    return {"promoted": decision.promote, "reason": decision.reason,
-            "checks": [dataclasses.asdict(c) for c in decision.checks]}  # fmt: skip
-
-
-def learn_job(settings: Settings, config: LearnerConfig, *, gate: bool = True) -> LearnJob:
-    """The scheduled round of these settings; `gate=False` when the caller gates the new version itself."""
-    return LearnJob(
-        db_url=settings.db_url,
-        data_dir=str(settings.data_dir.resolve()),
-        model_dir=model_folder(settings),
-        config=config.to_dict(),
-        min_demos=settings.learn_min_demos,
-        activate=settings.learn_activate,
-        gate=gate,
-        gate_config=dataclasses.asdict(settings.gate_config()),
-    )
-
-
-def start_learning(settings: Settings, **kwargs: Any) -> Any | None:
-    """The web app's learning schedule from the settings: a started BackgroundScheduler (call .shutdown() on exit),
-    or None when it is off (learn_in_server false, or neither an interval nor a cron schedule). Its rounds are not
-    gated in the worker: the server gates each result (pass `on_result`, see app/main.py) and hot-swaps at once."""
-    if not settings.learn_in_server or (settings.learn_interval_minutes <= 0 and not settings.learn_cron):
-        return None
-    return start_scheduler(
-        learn_job(settings, settings.learner_config(), gate=False),
-        interval_minutes=settings.learn_interval_minutes,
-        cron=settings.learn_cron,
-        misfire_grace_s=settings.learn_misfire_grace_s,
-        **kwargs,
-    )
-
-
 def daemon(settings: Settings, config: LearnerConfig, *, gate: bool = True) -> int:
-    open_database(settings)
+    db = open_database(settings)
     stop = threading.Event()
+    folder = model_folder(settings)
+    policy = "activated" if settings.learn_activate else "gate" if gate else "candidate"
 
-    def report(result: dict[str, Any]) -> None:
-        print(f"[learn] {result.get('status')}: {result.get('message')}", flush=True)
+    def finish(outcome: RoundOutcome) -> None:
+        result = finish_round(db, outcome, model_folder=folder, policy=policy, gate_config=settings.gate_config())
+        print(f"[learn] {result.status}: {result.message}", flush=True)
+
+    if policy == "gate":  # a round this daemon ran before it stopped may have missed its gate
+        for outcome in ungated(db):
+            finish(outcome)
 
     scheduler = start_scheduler(
-        learn_job(settings, config, gate=gate),
+        learn_job(settings, config),
         interval_minutes=settings.learn_interval_minutes,
         cron=settings.learn_cron,
         misfire_grace_s=settings.learn_misfire_grace_s,
-        on_result=report,
+        on_result=lambda result: finish(outcome_of(result)),
         run_now=True,
     )
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

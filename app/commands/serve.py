@@ -6,7 +6,7 @@ import argparse
 import gc
 import logging
 
-from app.first_run import ensure_first_admin
+from app.services.first_run import ensure_first_admin
 from app.settings import Settings
 
 SHUTDOWN_GRACE_S = 4

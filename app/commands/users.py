@@ -82,10 +82,10 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def add_command(args: argparse.Namespace, settings: Settings) -> int:
-    engine = open_database(settings)
+    db = open_database(settings)
     password = _password(args)
     try:
-        user = users.create_user(engine, name=args.name, role=args.role, password=password)
+        user = users.create_user(db, name=args.name, role=args.role, password=password)
     except Conflict:
         if not args.exist_ok:
             raise
@@ -132,9 +132,9 @@ def role_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def password_command(args: argparse.Namespace, settings: Settings) -> int:
-    engine = open_database(settings)
-    users.get_user(engine, name=args.name)  # an unknown name fails before the prompt
-    people.reset_password(engine, name=args.name, password=_password(args))
+    db = open_database(settings)
+    users.get_user(db, name=args.name)  # an unknown name fails before the prompt
+    people.reset_password(db, name=args.name, password=_password(args))
     print(f"new password set for {args.name}")
     return 0
 
@@ -146,14 +146,14 @@ def disable_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def remove_command(args: argparse.Namespace, settings: Settings) -> int:
-    engine = open_database(settings)
-    users.get_user(engine, name=args.name)
+    db = open_database(settings)
+    users.get_user(db, name=args.name)
     if not args.yes:
         raise ApprenticeError(
             f"removing {args.name} deletes their API keys, conversations and ratings: add --yes to confirm "
             f"(`apprentice users disable {args.name}` keeps them)"
         )
-    people.remove_user(engine, name=args.name)
+    people.remove_user(db, name=args.name)
     print(f"removed {args.name}")
     return 0
 

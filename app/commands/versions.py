@@ -1,7 +1,9 @@
 """`apprentice versions [--json]`, `versions add NAME --adapter DIR`, `versions prune [--keep N]`, `activate NAME`.
 
-`activate` marks a version active in the database; a running server follows within its `version_poll_seconds`
-(hot swap: replies already streaming finish on their version). Rollback is `activate` of an earlier version.
+`versions add` records the checksum of the adapter's files; `activate` refuses a version whose adapter is missing or
+no longer matches it (app/services/versions.py: the same rule as the admin tabs and API), then marks it active; a
+running server follows within its `version_poll_seconds` (hot swap: replies already streaming finish on their
+version). Rollback is `activate` of an earlier version.
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from app.activation import activate_version
 from app.services import open_database
+from app.services import versions as live
 from app.settings import Settings
 from storage import versions
 from storage.models import ModelVersion
@@ -71,22 +73,13 @@ def list_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_command(args: argparse.Namespace, settings: Settings) -> int:
-    from pathlib import Path
-
-    from storage.errors import ApprenticeError
-
-    adapter = Path(args.adapter).resolve()
-    if not (adapter / "adapter_config.json").is_file():
-        raise ApprenticeError(f"{args.adapter} is not a LoRA adapter folder (no adapter_config.json in it)")
-    db = open_database(settings)
-    parent = args.parent or versions.active_version(db).name
-    v = versions.create_version(db, name=args.name, adapter_path=str(adapter), parent=parent, reason=args.reason)
-    print(f"added candidate version {v.name} (parent {parent}); make it live with: apprentice activate {v.name}")
+    v = live.register(open_database(settings), args.name, args.adapter, parent=args.parent, reason=args.reason)
+    print(f"added candidate version {v.name} (parent {v.parent}); make it live with: apprentice activate {v.name}")
     return 0
 
 
 def activate_command(args: argparse.Namespace, settings: Settings) -> int:
-    new, previous = activate_version(open_database(settings), args.name)
+    new, previous = live.activate(open_database(settings), args.name)
     if new.name == previous.name:
         print(f"{new.name} was already active")
     else:
@@ -95,7 +88,7 @@ def activate_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def prune_command(args: argparse.Namespace, settings: Settings) -> int:
-    from app.version_prune import prune_versions
+    from app.services.prune import prune_versions
 
     if args.keep < 0 or args.min_age_hours < 0:
         from storage.errors import ApprenticeError

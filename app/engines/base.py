@@ -143,6 +143,7 @@ class Engine(ABC):
     """One base model, any number of loaded versions (LoRA adapters), one of them active for new requests."""
 
     tokenizer: Any  # the base model's tokenizer (chat template, token ids of prompts)
+    limits: Limits  # what a request may ask for
     _longest_token: int = 0
 
     def longest_token_chars(self) -> int:
@@ -219,3 +220,27 @@ class Engine(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Stop background work and free resources."""
+
+
+async def admitted(
+    engine: Engine,
+    share: UserShare,
+    encode: Callable[[], list[int]],
+    chars: int,
+    sampling: Sampling,
+    user: str | None,
+    generate: Callable[[list[int]], AsyncIterator[Delta]],
+    *,
+    allow_zero_tokens: bool = False,
+) -> AsyncIterator[Delta]:
+    """One request through the admission every engine applies: the sampling and the input length checked, the user's
+    share held while the reply streams (`generate(prompt ids)`), the reply closed at once when the caller stops."""
+    check_sampling(sampling, engine.limits, allow_zero_tokens=allow_zero_tokens)
+    ids = await engine.prompt_ids(encode, chars, engine.limits)
+    replies = generate(ids)
+    try:
+        with share.hold(user):
+            async for delta in replies:
+                yield delta
+    finally:
+        await replies.aclose()  # at once, not when collected: frees the slot (its cleanup never waits)

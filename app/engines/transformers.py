@@ -6,15 +6,13 @@ every request served by one batching generation loop (app/engines/generation.py)
     async for delta in engine.chat(messages, Sampling(temperature=0)):
         print(delta.text, end="")
 
-Version bookkeeping lives here: which versions are loaded, which is active, how many replies stream from each. A
-version that is replaced (or unloaded while replies stream from it) retires: it serves what it started and is
-unloaded when its last reply ends. Tested in tests/test_engine.py and tests/test_swap.py.
+Version bookkeeping is app/engines/versions.VersionTable's (loaded, active, in flight, retiring); this engine attaches
+a version's adapter to the model and detaches it. Tested in tests/test_engine.py and tests/test_swap.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import logging
 import threading
@@ -33,12 +31,12 @@ from app.engines.base import (
     Sampling,
     TokenLogprob,
     UserShare,
-    check_sampling,
+    admitted,
 )
 from app.engines.generation import BASE_ADAPTER, GenerationLoop, Job
 from app.engines.sampling import Detokenizer
+from app.engines.versions import VersionTable
 from learner.chat import encode_chat
-from storage.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +71,7 @@ class TransformersEngine(Engine):
         )
         self._adapters = AdapterSet(model, self._gen)
         self._share = UserShare(self.limits.max_per_user)
-        self._versions: dict[str, tuple[str, str | None]] = {BASE_VERSION: (BASE_ADAPTER, None)}  # name -> key, path
-        self._active = BASE_VERSION
-        self._inflight: collections.Counter[str] = collections.Counter()
-        self._retiring: set[str] = set()
-        self._state = threading.Lock()  # guards the four fields above; held only briefly
+        self._versions = VersionTable(base_handle=BASE_ADAPTER)  # handles: peft adapter keys
         self._admin = threading.RLock()  # one load / unload / activate at a time
         self._keys = itertools.count(1)
 
@@ -99,16 +93,14 @@ class TransformersEngine(Engine):
 
     @property
     def active(self) -> str:
-        return self._active
+        return self._versions.active
 
     def loaded(self) -> list[str]:
-        with self._state:
-            return [name for name in self._versions if name not in self._retiring]
+        return self._versions.loaded()
 
     def retiring(self) -> list[str]:
         """Versions replaced or unloaded that still finish replies; each goes when its last reply ends."""
-        with self._state:
-            return sorted(self._retiring)
+        return self._versions.retiring()
 
     # ---- versions
 
@@ -126,12 +118,8 @@ class TransformersEngine(Engine):
             raise EngineError(f"a version name needs 1 to 120 characters without surrounding spaces, not {name!r}")
         with self._admin:
             path = str(Path(adapter_path).resolve()) if adapter_path else None
-            with self._state:
-                if name in self._versions:
-                    if self._versions[name][1] != path:
-                        raise Conflict(f"version {name!r} is loaded from another folder; give a new version a new name")
-                    self._retiring.discard(name)
-                    return
+            if self._versions.reuse(name, path):
+                return
             if path is None:
                 raise EngineError(f"version {name!r} needs an adapter folder (only {BASE_VERSION} is the base model)")
             config, weights = read_adapter(path, self._gen.device)
@@ -141,57 +129,33 @@ class TransformersEngine(Engine):
                 self._gen.call(lambda: self._adapters.attach(key, prepared)).result()
             else:
                 self._gen.call(lambda: self._adapters.inject(key, config, weights)).result()
-            with self._state:
-                self._versions[name] = (key, path)
+            self._versions.add(name, key, path)
             log.info("loaded version %s from %s", name, path)
 
     def _unload(self, name: str) -> None:
         with self._admin:
-            with self._state:
-                if name == BASE_VERSION:
-                    raise Conflict(f"{BASE_VERSION} is the base model and cannot be unloaded")
-                if name not in self._versions or name in self._retiring:
-                    raise NotFound(f"model version {name!r} is not loaded")
-                if name == self._active:
-                    raise Conflict(f"version {name!r} is active; activate another version before unloading it")
+            self._versions.check_unload(name)
             self._retire(name)
 
     def _activate(self, name: str, adapter_path: str | None) -> None:
         with self._admin:
             self._load(name, adapter_path)
-            with self._state:
-                old, self._active = self._active, name
+            old = self._versions.set_active(name)
             if old != name:
                 log.info("activated version %s (was %s)", name, old)
-                if old != BASE_VERSION:
-                    self._retire(old)
+                self._retire(old)
 
     def _retire(self, name: str) -> None:
-        """Unload now if no reply streams from `name`, else when its last reply ends (see `_release`)."""
-        with self._state:
-            if self._inflight[name] > 0:
-                self._retiring.add(name)
-                return
-            key = self._versions.pop(name)[0]
-        self._gen.call(lambda: self._adapters.delete(key)).result()
-        log.info("unloaded version %s", name)
-
-    def _acquire(self, version: str | None) -> tuple[str, str]:
-        with self._state:
-            name = version or self._active
-            if name not in self._versions or name in self._retiring:
-                loaded = ", ".join(n for n in self._versions if n not in self._retiring)
-                raise NotFound(f"model version {name!r} is not loaded (loaded: {loaded})")
-            self._inflight[name] += 1
-            return name, self._versions[name][0]
+        """Detach now if no reply streams from `name`, else when its last reply ends (see `_release`)."""
+        key = self._versions.retire(name)
+        if key is not None:
+            self._gen.call(lambda: self._adapters.delete(key)).result()
+            log.info("unloaded version %s", name)
 
     def _release(self, name: str) -> None:
-        with self._state:
-            self._inflight[name] -= 1
-            if self._inflight[name] > 0 or name not in self._retiring:
-                return
-            self._retiring.discard(name)
-            key = self._versions.pop(name)[0]
+        key = self._versions.release(name)
+        if key is None:
+            return
         try:
             future = self._gen.call(lambda: self._adapters.delete(key))
         except RuntimeError:  # the engine is closing
@@ -213,7 +177,7 @@ class TransformersEngine(Engine):
         encode = lambda: self.encode(prompt)  # noqa: E731
         return self._stream(encode, len(prompt), sampling, version, user, allow_zero_tokens=True)
 
-    async def _stream(
+    def _stream(
         self,
         encode: Any,
         chars: int,
@@ -223,15 +187,8 @@ class TransformersEngine(Engine):
         *,
         allow_zero_tokens: bool = False,
     ) -> AsyncIterator[Delta]:
-        check_sampling(sampling, self.limits, allow_zero_tokens=allow_zero_tokens)
-        ids = await self.prompt_ids(encode, chars, self.limits)
-        replies = self._generate(ids, sampling, version, user)
-        try:
-            with self._share.hold(user):
-                async for delta in replies:
-                    yield delta
-        finally:
-            await replies.aclose()  # at once, not when collected: frees the slot (its cleanup never waits)
+        generate = lambda ids: self._generate(ids, sampling, version, user)  # noqa: E731
+        return admitted(self, self._share, encode, chars, sampling, user, generate, allow_zero_tokens=allow_zero_tokens)
 
     async def _generate(
         self, ids: list[int], sampling: Sampling, version: str | None, user: str | None
@@ -242,7 +199,7 @@ class TransformersEngine(Engine):
                 f"the input ({len(ids)} tokens) plus max_tokens ({sampling.max_tokens}) is over the model's context "
                 f"of {context} tokens; ask for fewer tokens or shorten the conversation"
             )
-        name, key = self._acquire(version)
+        name, key = self._versions.acquire(version)
         released, job = False, None
         try:
             if sampling.max_tokens == 0:  # echo-only completions: nothing to generate
@@ -283,7 +240,7 @@ class TransformersEngine(Engine):
         self, prompt: str | list[int], *, version: str | None = None, top: int = 0
     ) -> list[TokenLogprob]:
         ids = await self.prompt_ids(lambda: self.encode(prompt), len(prompt), self.limits)
-        name, key = self._acquire(version)
+        name, key = self._versions.acquire(version)
         try:
             rows = await asyncio.wrap_future(self._gen.call(lambda: self._gen.score(ids, key, top)))
         finally:

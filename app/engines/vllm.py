@@ -18,7 +18,6 @@ Tested over real HTTP against our own server, which answers the same endpoints (
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
@@ -37,10 +36,10 @@ from app.engines.base import (
     Sampling,
     TokenLogprob,
     UserShare,
-    check_sampling,
+    admitted,
 )
+from app.engines.versions import VersionTable
 from learner.chat import encode_chat
-from storage.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)
 LOAD, UNLOAD = "/v1/load_lora_adapter", "/v1/unload_lora_adapter"
@@ -83,23 +82,16 @@ class VllmEngine(Engine):
         self._share = UserShare(self.limits.max_per_user)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = httpx.Timeout(self.limits.request_timeout, connect=connect_timeout)
-        self._paths: dict[str, str | None] = {BASE_VERSION: None}
-        self._active = BASE_VERSION
-        self._inflight: collections.Counter[str] = collections.Counter()
-        self._retiring: set[str] = set()
-        self._state = threading.Lock()  # the fields above
+        self._versions = VersionTable(base_handle=base_model)  # handles: the names the vLLM servers serve
+        self._state = threading.Lock()  # _busy and _turn
         self._admin = threading.Lock()  # one load / unload / activate at a time
 
     @property
     def active(self) -> str:
-        return self._active
+        return self._versions.active
 
     def loaded(self) -> list[str]:
-        with self._state:
-            return [n for n in self._paths if n not in self._retiring]
-
-    def _served_name(self, version: str) -> str:
-        return self.base_model if version == BASE_VERSION else version
+        return self._versions.loaded()
 
     # ---- HTTP
 
@@ -153,12 +145,8 @@ class VllmEngine(Engine):
             self._admin.release()
 
     async def _load(self, name: str, adapter_path: str | None) -> None:
-        with self._state:
-            if name in self._paths:
-                if self._paths[name] != adapter_path:
-                    raise Conflict(f"version {name!r} is loaded from another folder; give a new version a new name")
-                self._retiring.discard(name)
-                return
+        if self._versions.reuse(name, adapter_path):
+            return
         if adapter_path is None:
             raise EngineError(f"version {name!r} needs an adapter folder (only {BASE_VERSION} is the base model)")
         payload = {"lora_name": name, "lora_path": adapter_path}
@@ -170,19 +158,12 @@ class VllmEngine(Engine):
                     with contextlib.suppress(RemoteError):
                         await self._post(url, UNLOAD, {"lora_name": name})
             raise next(e for e in errors if e)
-        with self._state:
-            self._paths[name] = adapter_path
+        self._versions.add(name, name, adapter_path)
 
     async def unload(self, name: str) -> None:
         await self._admin_lock()
         try:
-            with self._state:
-                if name == BASE_VERSION:
-                    raise Conflict(f"{BASE_VERSION} is the base model and cannot be unloaded")
-                if name not in self._paths or name in self._retiring:
-                    raise NotFound(f"model version {name!r} is not loaded")
-                if name == self._active:
-                    raise Conflict(f"version {name!r} is active; activate another version before unloading it")
+            self._versions.check_unload(name)
             await self._retire(name)
         finally:
             self._admin.release()
@@ -191,36 +172,18 @@ class VllmEngine(Engine):
         await self._admin_lock()
         try:
             await self._load(name, adapter_path)
-            with self._state:
-                old, self._active = self._active, name
-            if old not in (name, BASE_VERSION):
-                await self._retire(old)
+            await self._retire(self._versions.set_active(name))
         finally:
             self._admin.release()
 
     async def _retire(self, name: str) -> None:
-        with self._state:
-            if self._inflight[name] > 0:
-                self._retiring.add(name)  # `_release` unloads it when its last reply ends
-                return
-            del self._paths[name]
-        await self._unload_everywhere(name)
-
-    def _acquire(self, version: str | None) -> str:
-        with self._state:
-            name = version or self._active
-            if name not in self._paths or name in self._retiring:
-                raise NotFound(f"model version {name!r} is not loaded (loaded: {', '.join(self._paths)})")
-            self._inflight[name] += 1
-            return name
+        """Unload now if no reply streams from `name`, else when its last reply ends (see `_release`)."""
+        if self._versions.retire(name) is not None:
+            await self._unload_everywhere(name)
 
     def _release(self, name: str) -> None:
-        with self._state:
-            self._inflight[name] -= 1
-            if self._inflight[name] > 0 or name not in self._retiring:
-                return
-            self._retiring.discard(name)
-            del self._paths[name]
+        if self._versions.release(name) is None:
+            return
         task = asyncio.get_running_loop().create_task(self._unload_everywhere(name))
         task.add_done_callback(lambda t: t.exception() and log.error("unloading %s failed: %s", name, t.exception()))
 
@@ -238,7 +201,7 @@ class VllmEngine(Engine):
         encode = lambda: self.encode(prompt)  # noqa: E731
         return self._stream(encode, len(prompt), sampling, version, user, allow_zero_tokens=True)
 
-    async def _stream(
+    def _stream(
         self,
         encode: Any,
         chars: int,
@@ -248,24 +211,17 @@ class VllmEngine(Engine):
         *,
         allow_zero_tokens: bool = False,
     ) -> AsyncIterator[Delta]:
-        check_sampling(sampling, self.limits, allow_zero_tokens=allow_zero_tokens)
-        ids = await self.prompt_ids(encode, chars, self.limits)
-        replies = self._generate(ids, sampling, version)
-        try:
-            with self._share.hold(user):
-                async for delta in replies:
-                    yield delta
-        finally:
-            await replies.aclose()  # at once, not when collected: frees the slot (its cleanup never waits)
+        generate = lambda ids: self._generate(ids, sampling, version)  # noqa: E731
+        return admitted(self, self._share, encode, chars, sampling, user, generate, allow_zero_tokens=allow_zero_tokens)
 
     async def _generate(self, ids: list[int], sampling: Sampling, version: str | None) -> AsyncIterator[Delta]:
-        name = self._acquire(version)
+        name, served = self._versions.acquire(version)
         try:
             if sampling.max_tokens == 0:
                 yield Delta(text="", version=name, finish_reason="length", prompt_tokens=len(ids))
                 return
             text, count = "", 0
-            async for choice, usage in self._completion_events(name, ids, sampling):
+            async for choice, usage in self._completion_events(str(served), ids, sampling):
                 count = usage.get("completion_tokens", count + (1 if choice.get("text") else 0))
                 finish = choice.get("finish_reason")
                 text += choice.get("text") or ""
@@ -280,17 +236,17 @@ class VllmEngine(Engine):
             self._release(name)
 
     async def _completion_events(
-        self, name: str, ids: list[int], sampling: Sampling
+        self, model: str, ids: list[int], sampling: Sampling
     ) -> AsyncIterator[tuple[dict[str, Any], dict[str, Any]]]:
         with self._server() as url:
-            async for event in self._completion_events_from(url, name, ids, sampling):
+            async for event in self._completion_events_from(url, model, ids, sampling):
                 yield event
 
     async def _completion_events_from(
-        self, url: str, name: str, ids: list[int], sampling: Sampling
+        self, url: str, model: str, ids: list[int], sampling: Sampling
     ) -> AsyncIterator[tuple[dict[str, Any], dict[str, Any]]]:
         payload = {
-            "model": self._served_name(name),
+            "model": model,
             "prompt": ids,
             "max_tokens": sampling.max_tokens,
             "temperature": sampling.temperature,
@@ -324,10 +280,10 @@ class VllmEngine(Engine):
         self, prompt: str | list[int], *, version: str | None = None, top: int = 0
     ) -> list[TokenLogprob]:
         ids = await self.prompt_ids(lambda: self.encode(prompt), len(prompt), self.limits)
-        name = self._acquire(version)
+        name, served = self._versions.acquire(version)
         try:
             payload = {
-                "model": self._served_name(name),
+                "model": served,
                 "prompt": ids,
                 "max_tokens": 1,  # vLLM scores the prompt while generating; the one extra token is dropped below
                 "temperature": 0,

@@ -1,4 +1,4 @@
-"""HTML fragments of the admin tabs, built from app/ui/admin_data.py dicts. Pure functions, no Gradio events.
+"""HTML fragments of the admin tabs, built from app/services/queries.py dicts. Pure functions, no Gradio events.
 
 Every text that came from a user, a model or a file goes through `esc` (html.escape): a `<script>` or an `<img
 onerror>` inside a demonstration is shown as those characters, never run. Only the fixed markup here is HTML.

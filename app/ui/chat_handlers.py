@@ -1,6 +1,6 @@
 """The Chat tab's event handlers (app/ui/chat.py lays the tab out and wires these to its components).
 
-Every turn goes through app.chat_service.stream_turn (which validates, streams from the engine and stores the turn);
+Every turn goes through app.services.chat.stream_turn (which validates, streams from the engine and stores the turn);
 feedback and corrections through chat_service.rate_reply / correct_reply. The database is the record: after each
 action the conversation is shown again as stored (chat_view.render), and a Chatbot index is resolved to a stored
 message by rendering the stored conversation the same way. Errors become a line in the status area, never a crash.
@@ -16,7 +16,7 @@ from typing import Any
 
 import gradio as gr
 
-from app import chat_service
+from app.services import chat as chat_service
 from app.state import AppState
 from app.ui import auth
 from app.ui.chat_view import (

@@ -1,9 +1,9 @@
-"""The Dashboard tab (admins): retention at a glance, from app/ui/admin_data.dashboard_data.
+"""The Dashboard tab (admins): retention at a glance, from app/services/queries.dashboard_data.
 
 - a version x skill heatmap, coloured by the change against the base model or against each skill's best accepted
   score (red: worse, green: better), each cell labelled with the score, each skill with its probe count;
 - per-skill lines across versions, the general suite's line drawn thick, rejected candidates marked with a red ✗;
-- "Evaluate" scores a version on every skill in the background (app/ui/admin_jobs.evaluate).
+- "Evaluate" scores a version on every skill in the background (app/services/jobs.evaluate).
 
 `heatmap(data, against)` and `lines(data)` are pure (tests/test_dashboard.py checks them on a three-version history).
 """
@@ -15,9 +15,10 @@ from typing import Any
 
 import gradio as gr
 
+from app.services import jobs, queries
+from app.services.queries import Dashboard
 from app.state import AppState
-from app.ui import admin_data, admin_jobs, auth
-from app.ui.admin_data import Dashboard
+from app.ui import auth
 from app.ui.admin_view import esc, message
 from storage.errors import ApprenticeError
 
@@ -138,7 +139,7 @@ def summary_html(data: Dashboard) -> str:
             "<p>No evaluations yet. Evaluate the live version below (or run <code>apprentice eval</code>); "
             "the gate evaluates every new candidate.</p>"
         )
-    rejected = [v for v in data.versions if admin_data.gate_rejected(v["reason"])]
+    rejected = [v for v in data.versions if queries.gate_rejected(v["reason"])]
     by_hand = {"active": " (made live by hand; live now)", "retired": " (made live by hand; retired since)"}
     items = "".join(
         f"<li><b>{esc(v['name'])}</b>: {esc(v['reason'] + by_hand.get(v['status'], ''))}</li>" for v in rejected
@@ -159,9 +160,9 @@ class DashboardHandlers:
 
     def show(self, against: str, note: str | None = None) -> dict:
         c = self.c
-        data = admin_data.dashboard_data(self.state.db)
-        names = [r["name"] for r in admin_data.version_rows(self.state.db)]
-        live = next((r["name"] for r in admin_data.version_rows(self.state.db) if r["status"] == "active"), None)
+        data = queries.dashboard_data(self.state.db)
+        names = [r["name"] for r in queries.version_rows(self.state.db)]
+        live = next((r["name"] for r in queries.version_rows(self.state.db) if r["status"] == "active"), None)
         out = {
             c["heatmap"]: heatmap(data, against) if data.versions else None,
             c["lines"]: lines(data) if data.versions else None,
@@ -191,7 +192,7 @@ class DashboardHandlers:
             await asyncio.to_thread(auth.require_role, self.state, request, ADMIN)
             if not version:
                 raise ApprenticeError("choose a version to evaluate")
-            job = await admin_jobs.evaluate(self.state, version)
+            job = await jobs.evaluate(self.state, version)
             note = f"evaluating {version} in the background (job {job['id']}); press Refresh when it is done"
             return await asyncio.to_thread(self.show, against or "base", message(note))
         except ApprenticeError as e:

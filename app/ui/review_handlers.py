@@ -1,7 +1,7 @@
 """The Review tab's event handlers (app/ui/review.py lays the tab out and wires these).
 
 Every handler checks the role first (`auth.require_role`: admins and reviewers), then calls storage (reads through
-app/ui/admin_data.py, writes through storage/review.py) or app/ui/admin_actions.py. What the table shows is kept in
+app/services/queries.py, writes through storage/review.py) or app/services/answers.py. What the table shows is kept in
 a `view` state: the filter, the page cursor and the ids on the page; after an action the same page is read again,
 so the acted-on row leaves a "pending" queue and the next one opens. Errors become a line above the detail.
 """
@@ -14,8 +14,10 @@ from typing import Any
 
 import gradio as gr
 
+from app.services import answers, queries
+from app.services.review import review_many
 from app.state import AppState
-from app.ui import admin_actions, admin_data, auth
+from app.ui import auth
 from app.ui.admin_view import check_html, demo_html, message, queue_rows
 from app.ui.review_history import history_html
 from storage import review
@@ -55,7 +57,7 @@ def filter_dict(
         "until": parse_day(until, "before"),
         "text": (text or "").strip() or None,
         "round_id": int(rnd) if rnd else None,
-        "teacher_below": admin_data.AGREES if flagged else None,
+        "teacher_below": queries.AGREES if flagged else None,
     }
 
 
@@ -77,7 +79,7 @@ class ReviewHandlers:
     def page(self, values: dict[str, Any], cursor: dict[str, int], note: str = "") -> dict:
         """Outputs that show one page of the queue for filter `values` at `cursor` ({}, {"before"} or {"after"})."""
         c = self.c
-        data = admin_data.read_queue(
+        data = queries.read_queue(
             self.state.db, to_filter(values), before_id=cursor.get("before"), after_id=cursor.get("after"), limit=PAGE
         )
         items = data["items"]
@@ -120,7 +122,7 @@ class ReviewHandlers:
         if demo_id is None:
             return {**self.unlocked(), c.opened: None, c.detail: demo_html(None),
                     c.correction: gr.update(value="", interactive=True), c.check: check_html(None)}  # fmt: skip
-        d = admin_data.read_demo(self.state.db, demo_id)
+        d = queries.read_demo(self.state.db, demo_id)
         return {
             **self.unlocked(),
             c.opened: demo_id,
@@ -247,9 +249,9 @@ class ReviewHandlers:
             await asyncio.to_thread(self.user, request)
             if demo_id is None:
                 raise ApprenticeError("open a demonstration first (click a row of the queue)")
-            d = await admin_actions.teacher_check(self.state, int(demo_id))
+            d = await answers.teacher_check(self.state, int(demo_id))
             flt = to_filter(view.get("filter") or {})
-            items = await asyncio.to_thread(admin_data.read_queue, self.state.db, flt, **self.cursor(view))
+            items = await asyncio.to_thread(queries.read_queue, self.state.db, flt, **self.cursor(view))
             note = "the teacher still disagrees (flagged)" if d["teacher_check"]["teacher_disagrees"] else "checked"
             return {c.table: queue_rows(items["items"]), c.check: check_html(d["teacher_check"]), c.message: message(
                 f"teacher check of #{demo_id}: {note}")}  # fmt: skip
@@ -265,7 +267,7 @@ class ReviewHandlers:
                 raise ApprenticeError("select at least one demonstration")
             flagged = []
             for demo_id in ids:
-                d = await admin_actions.teacher_check(self.state, demo_id)
+                d = await answers.teacher_check(self.state, demo_id)
                 if d["teacher_check"]["teacher_disagrees"]:
                     flagged.append(f"#{demo_id}")
             note = f"teacher check of {len(ids)} demonstration(s): " + (
@@ -285,7 +287,7 @@ class ReviewHandlers:
             try:
                 user = self.user(request)
                 ids = [int(i) for i in selected or []]
-                result = admin_actions.review_many(
+                result = review_many(
                     self.state.db, user, ids, action, reason=reason or "",
                     forbid_self=self.state.settings.review_forbid_self_approval,
                 )  # fmt: skip

@@ -3,7 +3,7 @@ errors; the "Train now" button; the learning schedule's settings.
 
 A timer re-reads the rounds every few seconds while the tab is open, so a running round's progress and curves move
 by themselves (rounds write every optimizer step to the database). "Train now" starts a round in the background
-(app/ui/admin_jobs.train_now: the round, then the gate, then the hot swap of a promoted candidate).
+(app/services/jobs.train_now: the round, then the gate, then the hot swap of a promoted candidate).
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from typing import Any
 
 import gradio as gr
 
+from app.services import queries
+from app.services.jobs import train_now
 from app.state import AppState
-from app.ui import admin_data, admin_jobs, auth
+from app.ui import auth
 from app.ui.admin_view import esc, message, short
 from storage import leases
 from storage.errors import ApprenticeError
@@ -92,7 +94,7 @@ def running_text(r: dict[str, Any] | None, lease_held: bool) -> str:
 
 def schedule_html(state: AppState) -> str:
     s = state.settings
-    status = admin_data.learner_status(state.db)
+    status = queries.learner_status(state.db)
     off = not s.learn_cron and s.learn_interval_minutes <= 0
     when = f"cron {s.learn_cron}" if s.learn_cron else f"every {s.learn_interval_minutes:g} minutes"
     where = "inside this server" if s.learn_in_server else "in a separate apprentice learn --daemon process"
@@ -118,7 +120,7 @@ def schedule_html(state: AppState) -> str:
 
 
 def jobs_html(state: AppState) -> str:
-    jobs = [j for j in admin_jobs.jobs_of(state).list() if j["kind"] == "train"][:3]
+    jobs = [j for j in state.jobs.list() if j["kind"] == "train"][:3]
     if not jobs:
         return ""
     lines = "".join(f"<li>{esc(j['started'])} · <b>{esc(j['status'])}</b> · {esc(j['message'])}</li>" for j in jobs)
@@ -132,10 +134,10 @@ class RoundHandlers:
 
     def listing(self, chosen: int | None, note: str | None = None) -> dict:
         c = self.c
-        rows = admin_data.round_rows(self.state.db)
+        rows = queries.round_rows(self.state.db)
         ids = [r["id"] for r in rows]
         chosen = chosen if chosen in ids else (ids[0] if ids else None)
-        detail = admin_data.read_round(self.state.db, chosen) if chosen is not None else None
+        detail = queries.read_round(self.state.db, chosen) if chosen is not None else None
         out = {
             c["table"]: round_table(rows),
             c["choice"]: gr.update(choices=[(f"round {i}", i) for i in ids], value=chosen),
@@ -185,11 +187,11 @@ class RoundHandlers:
             auth.require_role(self.state, request, ADMIN)
         except ApprenticeError:
             return {self.c["timer"]: gr.Timer(active=False)}
-        rows = admin_data.round_rows(self.state.db)
-        signature = json.dumps([rows, chosen, admin_jobs.jobs_of(self.state).list()[:3]], default=str)
+        rows = queries.round_rows(self.state.db)
+        signature = json.dumps([rows, chosen, self.state.jobs.list()[:3]], default=str)
         if signature == seen:
             return {self.c["seen"]: seen}  # nothing changed
-        busy = admin_jobs.jobs_of(self.state).running("train") is not None
+        busy = self.state.jobs.running("train") is not None
         # Train now's "started" note goes when its job has ended (the job list below says how it ended)
         return {**self.listing(chosen, None if busy else ""), self.c["seen"]: signature}
 
@@ -200,7 +202,7 @@ class RoundHandlers:
     async def train_now(self, request: gr.Request) -> dict:
         try:
             await asyncio.to_thread(auth.require_role, self.state, request, ADMIN)
-            await admin_jobs.train_now(self.state)
+            await train_now(self.state)
             note = message("Train now started: a round, then the evaluation gate; progress below")
             return await asyncio.to_thread(self.listing, None, note)
         except ApprenticeError as e:

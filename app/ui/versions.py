@@ -2,7 +2,7 @@
 status; for a chosen version its lineage, the demonstrations it learned, old-vs-new answers, and the button that
 makes it live (promote a candidate, or roll back to an earlier version).
 
-Activation goes through app/ui/admin_actions.activate (adapter checksum, the database's active version, the
+Activation goes through app/services/versions.go_live (adapter checksum, the database's active version, the
 engine's hot swap), the same path as POST /api/admin/versions/{name}/activate.
 """
 
@@ -13,8 +13,10 @@ from typing import Any
 
 import gradio as gr
 
+from app.services import answers, queries
+from app.services import versions as live
 from app.state import AppState
-from app.ui import admin_actions, admin_data, auth
+from app.ui import auth
 from app.ui.admin_view import esc, message, short, side_by_side, table_html
 from storage.errors import ApprenticeError
 
@@ -81,7 +83,7 @@ class VersionHandlers:
 
     def listing(self, chosen: str | None, note: str = "") -> dict:
         c = self.c
-        rows = admin_data.version_rows(self.state.db)
+        rows = queries.version_rows(self.state.db)
         names = [r["name"] for r in reversed(rows)]
         chosen = chosen if chosen in names else next((r["name"] for r in rows if r["status"] == "active"), None)
         out = {
@@ -89,7 +91,7 @@ class VersionHandlers:
             c["choice"]: gr.update(choices=names, value=chosen),
             c["message"]: note,
         }
-        out[c["detail"]] = detail_html(admin_data.version_detail(self.state.db, chosen)) if chosen else ""
+        out[c["detail"]] = detail_html(queries.version_detail(self.state.db, chosen)) if chosen else ""
         return out
 
     def on_load(self, request: gr.Request) -> dict:
@@ -119,7 +121,7 @@ class VersionHandlers:
             await asyncio.to_thread(auth.require_role, self.state, request, ADMIN)
             if not chosen:
                 raise ApprenticeError("choose a version first")
-            done = await admin_actions.activate(self.state, chosen)
+            done = await live.go_live(self.state, chosen)
             note = f"{done['active']} is live (was {done['previous']})"
             return {**await asyncio.to_thread(self.listing, chosen, message(note)), self.c["compare"]: ""}
         except ApprenticeError as e:
@@ -128,7 +130,7 @@ class VersionHandlers:
     async def rollback(self, request: gr.Request) -> dict:
         try:
             await asyncio.to_thread(auth.require_role, self.state, request, ADMIN)
-            target = await asyncio.to_thread(admin_actions.previous_live, self.state.db)
+            target = await asyncio.to_thread(live.previous_live, self.state.db)
         except ApprenticeError as e:
             return {self.c["message"]: message(str(e), error=True)}
         return await self.activate(target, request)
@@ -138,7 +140,7 @@ class VersionHandlers:
             await asyncio.to_thread(auth.require_role, self.state, request, ADMIN)
             if not chosen:
                 raise ApprenticeError("choose a version first")
-            got = await admin_actions.compare(self.state, chosen)
+            got = await answers.compare(self.state, chosen)
             old, new = f"{got['parent']} (old)", f"{got['version']} (new)"
             body = (
                 "<h4>Probes (from stored evaluations)</h4>"

@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine as Database
 
 from storage import evals, rounds, teacher_checks, versions
 from storage.demonstrations import count_fresh, get_demonstrations
@@ -22,7 +22,7 @@ from storage.models import Demonstration, TeacherCheck, TrainingRound
 from storage.queue import QueueFilter, QueuePage, QueueRow, get_row, queue_page
 from storage.versions import BASE_VERSION
 
-# Below this agreement with the correction an answer "disagrees" (see app/ui/admin_actions.py: agreement).
+# Below this agreement with the correction an answer "disagrees" (see app/services/answers.py: agreement).
 AGREES = 0.5
 
 
@@ -73,7 +73,7 @@ def demo_dict(row: QueueRow, check: TeacherCheck | None = None) -> dict[str, Any
     }
 
 
-def queue_dict(db: Engine, page: QueuePage) -> dict[str, Any]:
+def queue_dict(db: Database, page: QueuePage) -> dict[str, Any]:
     checks = teacher_checks.latest_checks(db, demo_ids=[r.demo.id for r in page.rows])
     return {
         "total": page.total,
@@ -85,12 +85,12 @@ def queue_dict(db: Engine, page: QueuePage) -> dict[str, Any]:
 
 
 def read_queue(
-    db: Engine, filter: QueueFilter, *, before_id: int | None = None, after_id: int | None = None, limit: int = 25
+    db: Database, filter: QueueFilter, *, before_id: int | None = None, after_id: int | None = None, limit: int = 25
 ) -> dict[str, Any]:  # noqa: A002
     return queue_dict(db, queue_page(db, filter, before_id=before_id, after_id=after_id, limit=limit))
 
 
-def read_demo(db: Engine, demo_id: int) -> dict[str, Any]:
+def read_demo(db: Database, demo_id: int) -> dict[str, Any]:
     row = get_row(db, demo_id=demo_id)
     if row is None:
         raise NotFound(f"no demonstration with id {demo_id}")
@@ -106,11 +106,11 @@ def gate_rejected(reason: str | None) -> bool:
     return (reason or "").startswith("rejected")
 
 
-def _round_map(db: Engine) -> dict[int, TrainingRound]:
+def _round_map(db: Database) -> dict[int, TrainingRound]:
     return {r.id: r for r in rounds.list_rounds(db, limit=10**6)}
 
 
-def version_rows(db: Engine) -> list[dict[str, Any]]:
+def version_rows(db: Database) -> list[dict[str, Any]]:
     """Every version, oldest first: parent, round, method, demonstrations learned, latest scores, status."""
     matrix = evals.score_matrix(db)
     by_round = _round_map(db)
@@ -138,7 +138,7 @@ def version_rows(db: Engine) -> list[dict[str, Any]]:
     return out
 
 
-def version_detail(db: Engine, name: str) -> dict[str, Any]:
+def version_detail(db: Database, name: str) -> dict[str, Any]:
     """One version with its lineage (itself back to the base) and the demonstrations its round learned."""
     row = next((v for v in version_rows(db) if v["name"] == name), None)
     if row is None:
@@ -166,7 +166,7 @@ def version_detail(db: Engine, name: str) -> dict[str, Any]:
 # --- rounds --------------------------------------------------------------------------------------------------------
 
 
-def round_dict(db: Engine, rnd: TrainingRound, *, with_steps: bool = False) -> dict[str, Any]:
+def round_dict(db: Database, rnd: TrainingRound, *, with_steps: bool = False) -> dict[str, Any]:
     learned = rounds.round_demonstrations(db, round_id=rnd.id)
     steps = rnd.steps or []
     last = steps[-1] if steps else {}
@@ -195,16 +195,16 @@ def round_dict(db: Engine, rnd: TrainingRound, *, with_steps: bool = False) -> d
     return out
 
 
-def round_rows(db: Engine, *, limit: int = 50) -> list[dict[str, Any]]:
+def round_rows(db: Database, *, limit: int = 50) -> list[dict[str, Any]]:
     """The newest rounds first."""
     return [round_dict(db, r) for r in rounds.list_rounds(db, limit=limit)]
 
 
-def read_round(db: Engine, round_id: int) -> dict[str, Any]:
+def read_round(db: Database, round_id: int) -> dict[str, Any]:
     return round_dict(db, rounds.get_round(db, round_id=round_id), with_steps=True)
 
 
-def learner_status(db: Engine) -> dict[str, Any]:
+def learner_status(db: Database) -> dict[str, Any]:
     """The round in progress ("round": a round_dict, or None) and the approved demonstrations waiting for the next
     one ("waiting": storage's count_fresh less those the round in progress learns as they read now, so one edited
     since the round started waits; "in_round": that round's)."""
@@ -254,7 +254,7 @@ def _minus(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round(a - b, 4)
 
 
-def dashboard_data(db: Engine) -> Dashboard:
+def dashboard_data(db: Database) -> Dashboard:
     matrix = evals.score_matrix(db)
     shown = [v for v in matrix.versions if matrix.scores.get(v["name"])]
     names = [v["name"] for v in shown]

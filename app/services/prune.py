@@ -8,12 +8,12 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine as Database
 
 from storage.pruning import mark_pruned, plan_prune
 
 
-def prune_versions(db: Engine, versions_dir: Path, *, keep: int, min_age_hours: float, dry_run: bool) -> list[str]:
+def prune_versions(db: Database, versions_dir: Path, *, keep: int, min_age_hours: float, dry_run: bool) -> list[str]:
     """Remove what the plan allows; one line per version acted on or spared, and a summary line last."""
     plan = plan_prune(db, keep=keep, min_age=dt.timedelta(hours=min_age_hours))
     root = versions_dir.resolve()

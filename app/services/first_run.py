@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import secrets
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine as Database
 
 from storage import users
 from storage.errors import Conflict
@@ -15,7 +15,7 @@ FIRST_ADMIN = "admin"
 PASSWORD_VARIABLE = "APPRENTICE_ADMIN_PASSWORD"
 
 
-def ensure_first_admin(db: Engine, *, password: str = "") -> str | None:
+def ensure_first_admin(db: Database, *, password: str = "") -> str | None:
     """Create `admin` when the database has no user; the line to print about it, or None when nothing was done."""
     if users.has_users(db):
         return None

@@ -21,13 +21,13 @@ from collections.abc import Collection
 from typing import Any
 
 from app.engines.base import Sampling
+from app.services.queries import question_of, read_demo
 from app.state import AppState
-from app.ui.admin_data import question_of, read_demo
+from learner.adapters import check_version_adapter
 from learner.prompts import teacher_messages
-from storage import evals, review, rounds, teacher_checks, versions
+from storage import evals, rounds, teacher_checks, versions
 from storage.demonstrations import get_demonstrations
 from storage.errors import ApprenticeError
-from storage.models import User
 
 STOPWORDS = frozenset(
     "a an the is are was were be been of to in on at for and or it its this that with as by from so do does did i you "
@@ -89,79 +89,6 @@ async def teacher_check(state: AppState, demo_id: int) -> dict[str, Any]:
         teacher_agreement=agreement(teacher, demo["corrected_answer"]),
     )
     return await asyncio.to_thread(read_demo, state.db, demo_id)
-
-
-# --- review actions ------------------------------------------------------------------------------------------------
-
-REVIEW_ACTIONS = ("approve", "reject", "hold_out")
-
-
-def review_one(
-    db: Any, user: User, demo_id: int, action: str, *, reason: str = "", skill: str | None = None,
-    forbid_self: bool = False,
-) -> None:  # fmt: skip
-    if action == "approve":
-        review.approve(db, demo_id=demo_id, reviewer_id=user.id, forbid_self=forbid_self)
-    elif action == "reject":
-        review.reject(db, demo_id=demo_id, reviewer_id=user.id, reason=reason)
-    elif action == "hold_out":
-        review.hold_out(db, demo_id=demo_id, reviewer_id=user.id, skill=skill)
-    else:
-        raise ApprenticeError(f"unknown review action {action!r}; use one of {', '.join(REVIEW_ACTIONS)}")
-
-
-def review_many(
-    db: Any, user: User, demo_ids: list[int], action: str, *, reason: str = "", skill: str | None = None,
-    forbid_self: bool = False,
-) -> dict[str, Any]:  # fmt: skip
-    """Apply one action to each demonstration; each succeeds or fails on its own (a Conflict on one, e.g. already
-    approved by someone else, does not stop the rest). Returns {"done": [ids], "failed": [{"id", "error"}]}."""
-    if not demo_ids:
-        raise ApprenticeError("select at least one demonstration")
-    if action not in REVIEW_ACTIONS:
-        raise ApprenticeError(f"unknown review action {action!r}; use one of {', '.join(REVIEW_ACTIONS)}")
-    done, failed = [], []
-    for demo_id in dict.fromkeys(demo_ids):
-        try:
-            review_one(db, user, demo_id, action, reason=reason, skill=skill, forbid_self=forbid_self)
-            done.append(demo_id)
-        except ApprenticeError as e:
-            failed.append({"id": demo_id, "error": str(e)})
-    return {"done": done, "failed": failed}
-
-
-# --- versions ------------------------------------------------------------------------------------------------------
-
-
-async def activate(state: AppState, name: str) -> dict[str, Any]:
-    """Make `name` the live version (promote a candidate, or roll back to an earlier one): its adapter is verified
-    against its checksum, the database's active version changes (app/activation.py: every server polling it
-    follows), and this server's engine swaps at once. If the engine cannot load it, the previous version is made
-    active again and the error is raised."""
-    from app.activation import activate_version, sync_engine
-    from learner.adapters import verify_adapter
-
-    target = await asyncio.to_thread(versions.get_version, state.db, name=name)
-    if target.adapter_path is not None:
-        await asyncio.to_thread(verify_adapter, target.adapter_path, target.checksum)
-    _, previous = await asyncio.to_thread(activate_version, state.db, name)
-    try:
-        await sync_engine(state)
-    except BaseException:
-        if previous.name != name:
-            await asyncio.to_thread(activate_version, state.db, previous.name)
-        raise
-    return {"active": name, "previous": previous.name}
-
-
-def previous_live(db: Any) -> str:
-    """The version that was live before the current one (the most recently activated other accepted version)."""
-    live = versions.active_version(db)
-    earlier = [v for v in versions.list_versions(db) if v.status == "retired" and v.activated is not None]
-    earlier = [v for v in earlier if v.name != live.name]
-    if not earlier:
-        raise ApprenticeError(f"{live.name} is the only version that was ever live: nothing to roll back to")
-    return max(earlier, key=lambda v: (v.activated, v.id)).name
 
 
 def _stored_probe_pairs(db: Any, old: str, new: str) -> list[dict[str, Any]]:
@@ -258,13 +185,10 @@ async def compare(state: AppState, name: str, *, sample: int = 5, seed: int = 0)
 
 async def _ensure_loaded(state: AppState, wanted: list[Any]) -> list[str]:
     """Load the versions the engine does not hold yet; returns the names it loaded (to unload afterwards)."""
-    from learner.adapters import verify_adapter
-
     loaded = []
     for v in wanted:
         if v.name not in state.engine.loaded():
-            if v.adapter_path is not None:
-                await asyncio.to_thread(verify_adapter, v.adapter_path, v.checksum)
+            await asyncio.to_thread(check_version_adapter, v.name, v.adapter_path, v.checksum)
             await state.engine.load(v.name, v.adapter_path)
             loaded.append(v.name)
     return loaded

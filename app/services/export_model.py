@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine as Database
 
 from learner.adapters import verify_adapter
 from learner.model_files import load_tokenizer
@@ -21,7 +21,7 @@ from storage import versions
 from storage.errors import ApprenticeError
 
 
-def export_merged(db: Engine, *, name: str, base_folder: str, out: Path) -> Path:
+def export_merged(db: Database, *, name: str, base_folder: str, out: Path) -> Path:
     """Write version `name` merged into the base model at `base_folder` to the new folder `out`; returns `out`."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
