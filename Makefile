@@ -50,7 +50,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 test: model browser postgres lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
