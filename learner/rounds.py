@@ -122,9 +122,11 @@ def run_round(
     min_demos: int = 1,
     on_step: Callable[[dict[str, Any], float], None] | None = None,
     lease_ttl_s: float = 120.0,
+    nproc: int = 1,
 ) -> RoundOutcome:
-    """Run one round from `parent` (default: the live version). Raises Conflict when another round runs,
-    AdapterCorrupt when the parent's adapter fails its checksum, RoundFailed when training or writing failed."""
+    """Run one round from `parent` (default: the live version), data-parallel in `nproc` processes when > 1.
+    Raises Conflict when another round runs, AdapterCorrupt when the parent's adapter fails its checksum,
+    RoundFailed when training or writing failed."""
     owner = leases.make_owner()
     if not leases.acquire(engine, name=LEASE, owner=owner, ttl_s=lease_ttl_s):
         raise Conflict(f"a learning round is already running ({leases.holder(engine, name=LEASE)})")
@@ -132,7 +134,9 @@ def run_round(
     beat.start()
     try:
         recover(engine, data_dir, owner=owner)
-        return _run_locked(engine, model_dir, data_dir, config, parent, activate, min_demos, on_step, owner, beat)
+        return _run_locked(
+            engine, model_dir, data_dir, config, parent, activate, min_demos, on_step, owner, beat, nproc
+        )
     finally:
         beat.stop()
         leases.release(engine, name=LEASE, owner=owner)
@@ -176,6 +180,7 @@ def _run_locked(
     on_step: Callable[[dict[str, Any], float], None] | None,
     owner: str,
     beat: Heartbeat,
+    nproc: int = 1,
 ) -> RoundOutcome:
     plan = _plan(engine, model_dir, config, parent_name)
     parent = plan.parent
@@ -196,7 +201,7 @@ def _run_locked(
     )
     try:
         rounds.mark_running(engine, round_id=rnd.id)
-        name, metrics = _train_and_register(engine, plan, rnd.id, model_dir, data_dir, config, on_step, beat)
+        name, metrics = _train_and_register(engine, plan, rnd.id, model_dir, data_dir, config, on_step, beat, nproc)
     except BaseException as e:
         error = str(e) if isinstance(e, ApprenticeError) else f"{type(e).__name__}: {e}"
         log.error("training round %s failed: %s\n%s", rnd.id, error, traceback.format_exc())
@@ -227,17 +232,18 @@ def _train_and_register(
     config: LearnerConfig,
     on_step: Callable[[dict[str, Any], float], None] | None,
     beat: Heartbeat,
+    nproc: int = 1,
 ) -> tuple[str, dict[str, Any]]:
     """Train, write the version folder atomically, register it (the folder goes again if registering fails)."""
-    from learner.training import train
+    from learner.parallel import train_parallel
 
     def step_hook(record: dict[str, Any], progress: float) -> None:
         rounds.record_step(engine, round_id=round_id, step=record, progress=progress)
         if on_step is not None:
             on_step(record, progress)
 
-    result = train(model_dir, plan.examples, config, parent_adapter=plan.parent.adapter_path, on_step=step_hook,
-                   should_stop=lambda: beat.lost)  # fmt: skip
+    result = train_parallel(model_dir, plan.examples, config, nproc=nproc, parent_adapter=plan.parent.adapter_path,
+                            on_step=step_hook, should_stop=lambda: beat.lost)  # fmt: skip
     metrics = {**result.metrics, "demonstrations": len(plan.new_ids), "replayed": len(plan.replay_ids),
                "skipped": plan.skipped}  # fmt: skip
     name = _version_name(engine, round_id)
@@ -249,10 +255,7 @@ def _train_and_register(
         "demonstrations": plan.new_ids,
         "replay": plan.replay_ids,
         "hyperparameters": config.to_dict(),
-        "lora": {
-            k: sorted(v) if isinstance(v, set) else v
-            for k, v in result.session.model.peft_config["default"].to_dict().items()
-        },
+        "lora": result.lora,
         "metrics": metrics,
     }
     path, checksum = write_version_dir(data_dir / "versions", name, save=result.save, manifest=manifest)

@@ -224,7 +224,7 @@ def distill_backward(
 
     cfg = session.config
     lengths = [len(c) for c in completions]
-    n_valid = sum(n > cfg.skip_first_tokens for n in lengths)
+    n_valid = int(session.total(sum(n > cfg.skip_first_tokens for n in lengths)))  # over every rank's share
     out = {"loss_sum": 0.0, "kl_sum": 0.0, "n_valid": n_valid, "teacher_s": 0.0, "student_s": 0.0}
     for start in range(0, len(batch), cfg.micro_batch_size):
         part, comps = batch[start : start + cfg.micro_batch_size], completions[start : start + cfg.micro_batch_size]
@@ -251,6 +251,7 @@ def distill_backward(
             out["kl_sum"] += float(per_seq[valid].detach().sum())
         out["teacher_s"] += t2 - t1
         out["student_s"] += time.perf_counter() - t2
+    out["loss_sum"], out["kl_sum"] = session.total(out["loss_sum"]), session.total(out["kl_sum"])
     return out
 
 
@@ -274,13 +275,14 @@ def sdft_step(session: Session, batch: list[Prompt], rollouts: Rollouts | None =
 
         sft_loss, _, seconds = answer_loss_backward(session, demonstrations, cfg.sft_weight)
         t_student += seconds
+    tokens = session.total(sum(lengths))
     return {
         "loss": sums["loss_sum"] / n + cfg.sft_weight * (sft_loss or 0.0),
         "kl": sums["kl_sum"] / n,
         "sft_loss": sft_loss,
-        "tokens": sum(lengths),
-        "loss_tokens": sum(max(0, n - cfg.skip_first_tokens) for n in lengths),
-        "completion_len_mean": sum(lengths) / len(lengths),
+        "tokens": int(tokens),
+        "loss_tokens": int(session.total(sum(max(0, n - cfg.skip_first_tokens) for n in lengths))),
+        "completion_len_mean": tokens / session.total(len(lengths)),
         "generation_s": t_gen,
         "teacher_s": sums["teacher_s"],
         "student_s": t_student,

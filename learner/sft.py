@@ -35,7 +35,7 @@ def answer_loss_backward(session: Session, batch: list[Prompt], weight: float) -
     import torch
 
     cfg = session.config
-    total_tokens = sum(len(p.answer_ids) for p in batch)
+    total_tokens = int(session.total(sum(len(p.answer_ids) for p in batch)))  # over every rank's share
     loss_sum, t_student = 0.0, 0.0
     for start in range(0, len(batch), cfg.micro_batch_size):
         part = batch[start : start + cfg.micro_batch_size]
@@ -49,4 +49,4 @@ def answer_loss_backward(session: Session, batch: list[Prompt], weight: float) -
         (loss * (weight / total_tokens)).backward()
         loss_sum += float(loss.detach())
         t_student += time.perf_counter() - t0
-    return loss_sum / total_tokens, total_tokens, t_student
+    return session.total(loss_sum) / total_tokens, total_tokens, t_student

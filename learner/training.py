@@ -50,6 +50,12 @@ class Session:
     merge_pairs: list[tuple[Any, Any]] = field(default_factory=list)
     optimizer: Any = None
     scheduler: Any = None
+    rank: int = 0  # this process's place in a data-parallel round (learner.parallel); 0 of 1 otherwise
+    world: int = 1
+
+    def total(self, value: float) -> float:
+        """`value` summed over the data-parallel ranks (itself in a one-process round)."""
+        return value if self.world == 1 else all_sum(value, self.device)
 
     def forward_context(self) -> contextlib.AbstractContextManager:
         import torch
@@ -76,6 +82,30 @@ class Session:
     def save(self, out_dir: Path) -> None:
         """The student adapter as a peft folder (adapter_config.json + adapter_model.safetensors)."""
         self.model.save_pretrained(str(out_dir), selected_adapters=[STUDENT])
+
+
+def all_sum(value: float, device: Any) -> float:
+    """A number summed over the ranks of the initialized process group (every rank must call it)."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item())
+
+
+def sync_gradients(params: list[Any]) -> None:
+    """Sum the ranks' gradients (each rank's loss is already divided by the whole batch's count)."""
+    import torch
+    import torch.distributed as dist
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    at = 0
+    for p in params:
+        p.grad = flat[at : at + p.numel()].view_as(p)
+        at += p.numel()
 
 
 def fast_cpu_bf16() -> bool:
@@ -114,8 +144,9 @@ def resolve_device(config: LearnerConfig) -> tuple[Any, Any, bool]:
 
 
 def open_session(
-    model_dir: str, config: LearnerConfig, *, parent_adapter: str | None = None, total_steps: int = 1
-) -> Session:
+    model_dir: str, config: LearnerConfig, *, parent_adapter: str | None = None, total_steps: int = 1,
+    rank: int = 0, world: int = 1,
+) -> Session:  # fmt: skip
     """Load the base model, the student (parent adapter or fresh LoRA), the teacher copy and the optimizer."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
@@ -142,6 +173,7 @@ def open_session(
         )
         model = get_peft_model(base, lora)
     session = Session(model, tokenizer, config, device, autocast, end_of_turn_id(tokenizer), rollout_model)
+    session.rank, session.world = rank, world
     if teacher:
         _add_teacher(model)
     if rollout_model is not None:
@@ -219,6 +251,8 @@ def optimizer_step(session: Session) -> float:
     import torch
 
     params = session.student_parameters()
+    if session.world > 1:
+        sync_gradients(params)
     max_norm = session.config.max_grad_norm or float("inf")
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
     session.optimizer.step()
@@ -241,6 +275,12 @@ def batches(prompts: list[Prompt], config: LearnerConfig, steps: int) -> Iterato
         stream = stream[size:]
 
 
+def shard(stream: Iterator[list[Prompt]], rank: int, world: int) -> Iterator[list[Prompt]]:
+    """Each batch's share of one data-parallel rank (the whole batch in a one-process round)."""
+    for batch in stream:
+        yield batch[rank::world]
+
+
 @dataclass
 class TrainResult:
     session: Session
@@ -251,6 +291,12 @@ class TrainResult:
 
     def save(self, out_dir: Path) -> None:
         self.session.save(out_dir)
+
+    @property
+    def lora(self) -> dict[str, Any]:
+        """The student adapter's peft configuration (a version manifest's "lora")."""
+        config = self.session.model.peft_config[STUDENT].to_dict()
+        return {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
 
 
 def train(
@@ -265,7 +311,8 @@ def train(
     """Train on `examples` from `parent_adapter` (None: the base model) with `config.method`; no database.
 
     `on_step(step_record, progress)` is called after every optimizer step; `should_stop()` True aborts with
-    TrainingStopped. Examples that do not fit their budgets are skipped and listed in the result."""
+    TrainingStopped. Examples that do not fit their budgets are skipped and listed in the result. The same round
+    data-parallel in several processes: learner.parallel.train_parallel."""
     import torch
 
     threads = torch.get_num_threads()
@@ -284,6 +331,8 @@ def _train(
     parent_adapter: str | None,
     on_step: Callable[[dict[str, Any], float], None] | None,
     should_stop: Callable[[], bool] | None,
+    rank: int = 0,
+    world: int = 1,
 ) -> TrainResult:
     import torch
 
@@ -295,12 +344,14 @@ def _train(
     if not prompts:
         raise ApprenticeError("nothing to train on: " + ("; ".join(r for _, r in skipped) or "no demonstrations"))
     total = config.optimizer_steps(len(prompts))
-    session = open_session(model_dir, config, parent_adapter=parent_adapter, total_steps=total)
-    work = batches(prompts, config, total)
+    session = open_session(model_dir, config, parent_adapter=parent_adapter, total_steps=total, rank=rank, world=world)
+    if world > 1:
+        torch.manual_seed(config.seed + rank)  # the adapter started alike on every rank; the rollouts differ
+    work = shard(batches(prompts, config, total), rank, world)
     steps = sdft.with_rollouts(session, work) if config.method == "sdft" else ((b, None) for b in work)
     anchors = None
     if config.anchor_weight > 0:
-        anchors = sdft.anchor_rollouts(session, anchor_batches(tokenizer, config, total))
+        anchors = sdft.anchor_rollouts(session, shard(anchor_batches(tokenizer, config, total), rank, world))
     records: list[dict[str, Any]] = []
     started = time.perf_counter()
     for i, (batch, rollouts) in enumerate(steps, start=1):

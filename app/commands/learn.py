@@ -1,6 +1,7 @@
 """`apprentice learn --now | --daemon`: run one learning round now, or the learning schedule as its own process.
 
     apprentice learn --now [--method sdft|sft] [--activate | --no-gate] [--steps N] [--preset builtin] [--set lr=1e-4]
+    apprentice learn --now --nproc 2  # data-parallel: 2 processes (gloo on CPU; NCCL with one GPU each)
     apprentice learn --daemon        # the scheduler of `apprentice serve`, alone (set APPRENTICE_LEARN_IN_SERVER=0)
     apprentice learn --config        # the effective LearnerConfig with each field's help
 
@@ -49,6 +50,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a LearnerConfig field (JSON value or text); repeatable")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the outcome and the gate's decision as JSON (--now)")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="train data-parallel in N processes (--now; on CUDA one GPU each; default 1)")  # fmt: skip
     parser.set_defaults(handler=learn_command)
 
 
@@ -77,6 +80,8 @@ def config_from(args: argparse.Namespace, settings: Settings) -> LearnerConfig:
 
 
 def learn_command(args: argparse.Namespace, settings: Settings) -> int:
+    if args.nproc < 1 or (args.nproc > 1 and not args.now):
+        raise ApprenticeError("--nproc wants a number >= 1, and goes with --now")
     config = config_from(args, settings)
     if args.config:
         helps = LearnerConfig.fields_help()
@@ -121,7 +126,7 @@ def learn_now(args: argparse.Namespace, settings: Settings, config: LearnerConfi
     try:
         outcome = run_round(
             db, model_dir=folder, data_dir=settings.data_dir, config=config, activate=args.activate,
-            on_step=on_step,
+            on_step=on_step, nproc=args.nproc,
         )  # fmt: skip
     finally:
         bar.close()
