@@ -62,7 +62,8 @@ def train_parallel(
     import multiprocessing as mp
 
     from learner.prompts import build_prompts
-    from learner.training import TrainingStopped, _tokenizer, train
+    from learner.session import TrainingStopped
+    from learner.training import _tokenizer, train
 
     prompts, _ = build_prompts(_tokenizer(model_dir), examples, config)
     world = world_size(config, len(prompts), nproc)
@@ -142,7 +143,8 @@ def _rank_main(
     import torch
     import torch.distributed as dist
 
-    from learner.training import TrainingStopped, _train, all_sum
+    from learner.session import TrainingStopped, all_sum
+    from learner.training import _train
 
     cuda = config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available())
     device = torch.device(f"cuda:{rank}" if cuda else "cpu")

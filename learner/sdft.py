@@ -27,7 +27,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from learner.prompts import Prompt
-from learner.training import STUDENT, TEACHER, Session, refresh_rollout_model
+from learner.session import STUDENT, TEACHER, Session, completion_logits, refresh_rollout_model
+from learner.sft import answer_loss_backward
 
 
 def divergence(student_logp: Any, teacher_logp: Any, kind: str, beta: float = 0.5) -> Any:
@@ -93,33 +94,6 @@ def per_sequence_mean(per_token: Any, mask: Any) -> tuple[Any, Any]:
     """(mean over each sequence's counted tokens, which sequences have any)."""
     counts = mask.sum(-1)
     return (per_token * mask).sum(-1) / counts.clamp(min=1), counts > 0
-
-
-def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int, device: Any) -> dict[str, Any]:
-    """Left-padded prompts followed by right-padded completions, so completion token j of every row sits at the same
-    column; with `logits_to_keep = C + 1`, logits[:, :-1] are the (B, C, V) predictions of the completion tokens."""
-    import torch
-
-    width_p = max(len(p) for p in prompts)
-    width_c = max(max(len(c) for c in completions), 1)
-    ids, mask = [], []
-    for p, c in zip(prompts, completions, strict=True):
-        left, right = width_p - len(p), width_c - len(c)
-        ids.append([pad_id] * left + p + c + [pad_id] * right)
-        mask.append([0] * left + [1] * (len(p) + len(c)) + [0] * right)
-    input_ids = torch.tensor(ids, device=device)
-    attention = torch.tensor(mask, device=device)
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    return {"input_ids": input_ids, "attention_mask": attention, "position_ids": positions, "width_c": width_c}
-
-
-def completion_logits(session: Session, prompts: list[list[int]], completions: list[list[int]]) -> Any:
-    """(B, C, V) logits of the active adapter predicting each completion token after its prompt."""
-    batch = pack(prompts, completions, session.tokenizer.pad_token_id, session.device)
-    width_c = batch.pop("width_c")
-    with session.forward_context():
-        logits = session.model(**batch, logits_to_keep=width_c + 1, use_cache=False).logits
-    return logits[:, :-1]
 
 
 TEACHER_LOGITS_BYTES = 2**30  # above this, teacher-sampled rollouts do not keep their logits (a teacher pass runs)
@@ -271,8 +245,6 @@ def sdft_step(session: Session, batch: list[Prompt], rollouts: Rollouts | None =
     n = max(sums["n_valid"], 1)
     sft_loss, t_student = None, sums["student_s"]
     if cfg.sft_weight:
-        from learner.sft import answer_loss_backward  # sft imports this module
-
         sft_loss, _, seconds = answer_loss_backward(session, demonstrations, cfg.sft_weight)
         t_student += seconds
     tokens = session.total(sum(lengths))

@@ -11,8 +11,7 @@ import time
 from typing import Any
 
 from learner.prompts import Prompt
-from learner.sdft import completion_logits
-from learner.training import Session
+from learner.session import Session, completion_logits
 
 
 def sft_step(session: Session, batch: list[Prompt]) -> dict[str, Any]:

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from learner.probes import GENERAL_SUITE
-from learner.sdft import completion_logits, divergence
-from learner.training import ANCHOR_PROMPTS, STUDENT, TEACHER, anchor_batches, anchor_prompts, train
+from learner.sdft import divergence
+from learner.session import STUDENT, TEACHER, completion_logits
+from learner.training import ANCHOR_PROMPTS, anchor_batches, anchor_prompts, train
 from storage.errors import ApprenticeError
 from tests.test_sdft import DEMOS, fp32
 

@@ -9,8 +9,9 @@ import torch
 
 from learner.config import LearnerConfig
 from learner.prompts import build_prompts
-from learner.sdft import completion_logits, loss_mask, sample, stack_rows
-from learner.training import TEACHER, open_session, train, weight_dtype
+from learner.sdft import loss_mask, sample, stack_rows
+from learner.session import TEACHER, completion_logits, open_session, weight_dtype
+from learner.training import train
 from tests.test_sdft import DEMOS
 
 

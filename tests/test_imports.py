@@ -19,12 +19,6 @@ NOT_IN_SERVICES = {"gradio", "fastapi", "starlette", "argparse", "app.api", "app
 # (a session module for the shared model/optimizer state, a losses module, one benchmark package). Any other cycle,
 # or a new edge inside these, fails test_no_import_cycles.
 KNOWN_CYCLE_EDGES = {
-    ("learner.sdft", "learner.sft"),
-    ("learner.sdft", "learner.training"),
-    ("learner.sft", "learner.sdft"),
-    ("learner.sft", "learner.training"),
-    ("learner.training", "learner.sdft"),
-    ("learner.training", "learner.sft"),
     ("learner.bench_learn", "learner.bench_report"),
     ("learner.bench_report", "learner.bench_learn"),
     ("learner.bench_lifelong", "learner.bench_lifelong_report"),

@@ -15,7 +15,8 @@ from learner.config import LearnerConfig
 from learner.parallel import train_parallel
 from learner.prompts import Example
 from learner.rounds import run_round
-from learner.training import TrainingStopped, train
+from learner.session import TrainingStopped
+from learner.training import train
 from storage import rounds, versions
 from storage.demonstrations import create_demonstration
 

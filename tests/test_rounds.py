@@ -14,8 +14,8 @@ from learner.adapters import AdapterCorrupt, adapter_checksum, read_manifest
 from learner.config import LearnerConfig
 from learner.prompts import Example, build_prompt
 from learner.rounds import RoundFailed, run_round
-from learner.sdft import completion_logits
-from learner.training import TEACHER, train
+from learner.session import TEACHER, completion_logits
+from learner.training import train
 from storage import review, rounds, versions
 from storage.demonstrations import count_fresh, create_demonstration, list_unlearned
 

@@ -11,14 +11,14 @@ import torch
 from learner.config import LearnerConfig
 from learner.prompts import Example
 from learner.sdft import (
-    completion_logits,
     divergence,
     loss_mask,
     per_sequence_mean,
     token_divergence,
     topk_logprobs,
 )
-from learner.training import STUDENT, TEACHER, open_session, train
+from learner.session import STUDENT, TEACHER, completion_logits, open_session
+from learner.training import train
 
 P = [0.7, 0.2, 0.1]  # teacher
 Q = [0.5, 0.3, 0.2]  # student
