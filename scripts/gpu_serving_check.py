@@ -51,7 +51,7 @@ async def reply(engine: Any, text: str, version: str | None = None, tokens: int 
 
 
 def check_engine(model_dir: str, work: Path, device: str) -> None:
-    from app.bench import make_adapters
+    from app.bench.serve import make_adapters
     from app.engines.transformers import TransformersEngine
 
     engine = TransformersEngine.from_folder(model_dir, device=device)
@@ -91,7 +91,7 @@ def check_engine(model_dir: str, work: Path, device: str) -> None:
 
 
 def bench(model_dir: str, work: Path, device: str) -> None:
-    from app.bench import BenchConfig, baseline_tps, engine_load, make_adapters, swap_under_load
+    from app.bench.serve import BenchConfig, baseline_tps, engine_load, make_adapters, swap_under_load
     from app.engines.base import Limits
     from app.engines.transformers import TransformersEngine
 

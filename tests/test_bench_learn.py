@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from learner import bench_facts as bf
-from learner.bench_learn import BenchOptions, run_bench
+from app.bench import facts as bf
+from app.bench.learn import BenchOptions
+from app.bench.learn_report import run_bench
 from storage.errors import ApprenticeError
 
 SMALL = {"min_steps": 2, "epochs": 1.0, "max_new_tokens": 6, "batch_size": 2, "micro_batch_size": 2}

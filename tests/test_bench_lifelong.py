@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from learner.bench_lifelong import LifelongOptions, job_dir, job_records, prepare, run_lifelong, teaching_order
+from app.bench.lifelong import LifelongOptions, job_dir, job_records, prepare, teaching_order
+from app.bench.lifelong_report import run_lifelong
 from tests.test_bench_learn import SMALL, _facts_file
 
 

@@ -15,16 +15,6 @@ ALLOWED = {"storage": {"storage"}, "learner": {"storage", "learner"}, "app": {"s
 FRONT_ENDS = ("app.api", "app.ui", "app.commands")
 NOT_IN_SERVICES = {"gradio", "fastapi", "starlette", "argparse", "app.api", "app.ui", "app.commands", "app.main"}
 
-# Cycles known today inside learner/'s training and benchmark code; part 4 of issue 14 ("One house") removes them
-# (a session module for the shared model/optimizer state, a losses module, one benchmark package). Any other cycle,
-# or a new edge inside these, fails test_no_import_cycles.
-KNOWN_CYCLE_EDGES = {
-    ("learner.bench_learn", "learner.bench_report"),
-    ("learner.bench_report", "learner.bench_learn"),
-    ("learner.bench_lifelong", "learner.bench_lifelong_report"),
-    ("learner.bench_lifelong_report", "learner.bench_lifelong"),
-}
-
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
@@ -132,8 +122,5 @@ def test_cycle_finder_finds_cycles():
 
 
 def test_no_import_cycles():
-    found = cycle_edges(graph())
-    new = sorted(found - KNOWN_CYCLE_EDGES)
-    assert not new, f"import cycles among our modules (importer, imported): {new}"
-    gone = sorted(KNOWN_CYCLE_EDGES - found)
-    assert not gone, f"these known cycle edges are gone: take them off KNOWN_CYCLE_EDGES: {gone}"
+    found = sorted(cycle_edges(graph()))
+    assert not found, f"import cycles among our modules (importer, imported): {found}"

@@ -131,7 +131,7 @@ def test_cli_activate_reaches_a_running_server(setup, capsys):
 
 def test_bench_swap_measurement_on_the_tiny_model(setup):
     """The measurement behind `apprentice bench serve`'s swap figures, small: 4 streams, 2 swaps."""
-    from app.bench import BenchConfig, swap_under_load
+    from app.bench.serve import BenchConfig, swap_under_load
     from app.engines.base import Limits
     from app.engines.transformers import TransformersEngine
 

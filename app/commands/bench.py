@@ -1,4 +1,4 @@
-"""`apprentice bench ACTION`: benchmarks. `serve` measures the serving core (app/bench.py); other actions come
+"""`apprentice bench ACTION`: benchmarks. `serve` measures the serving core (app/bench/serve.py); other actions come
 from modules named app/commands/bench_<action>.py that define `add_parser(actions, common)`.
 
     apprentice bench serve [--json PATH] [--quick]
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def serve_command(args: argparse.Namespace, settings: Settings) -> int:
-    from app.bench import BenchConfig, run_serve_bench, summary
+    from app.bench.serve import BenchConfig, run_serve_bench, summary
 
     if args.device:
         settings = settings.model_copy(update={"device": args.device})

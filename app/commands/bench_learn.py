@@ -1,4 +1,4 @@
-"""`apprentice bench learn`: the learning benchmark (base vs SFT vs SDFT; see learner/bench_learn.py).
+"""`apprentice bench learn`: the learning benchmark (base vs SFT vs SDFT; see app/bench/learn.py).
 
     apprentice bench learn [--quick] [--facts PATH] [--seeds N] [--json PATH] [--out DIR]
 
@@ -82,8 +82,9 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def learn_command(args: argparse.Namespace, settings: Settings) -> int:
-    from learner.bench_facts import FACTS
-    from learner.bench_learn import BenchOptions, run_bench
+    from app.bench.facts import FACTS
+    from app.bench.learn import BenchOptions
+    from app.bench.learn_report import run_bench
 
     if args.seeds < 1:
         raise ApprenticeError("--seeds must be at least 1")

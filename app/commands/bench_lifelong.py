@@ -1,4 +1,4 @@
-"""`apprentice bench lifelong`: many small rounds under the gate, as users run Apprentice (learner/bench_lifelong.py).
+"""`apprentice bench lifelong`: many small rounds under the gate, as users run Apprentice (app/bench/lifelong.py).
 
 apprentice bench lifelong [--quick] [--facts PATH] [--rounds R] [--per-round K] [--method sdft|sft|both]
                           [--seeds N] [--set FIELD=VALUE] [--json PATH] [--out DIR] [--workers N]
@@ -69,8 +69,9 @@ def overrides_by_method(items: list[str], methods: list[str]) -> dict[str, dict[
 
 
 def lifelong_command(args: argparse.Namespace, settings: Settings) -> int:
-    from learner.bench_facts import FACTS
-    from learner.bench_lifelong import LifelongOptions, run_lifelong
+    from app.bench.facts import FACTS
+    from app.bench.lifelong import LifelongOptions
+    from app.bench.lifelong_report import run_lifelong
 
     quick = LifelongOptions.quick_defaults() if args.quick else {}
     seeds = args.seeds if args.seeds is not None else len(quick.get("seeds", [0, 1, 2]))

@@ -10,7 +10,7 @@ general suite (the gate's stored scores and replies where it scored that version
 
 Facts are taught in skill-interleaved order (one fact of each skill in turn). Resumable: after each round the job's
 database is copied beside the round's record; a killed job restarts from its last copy (version folders the copy does
-not know are removed). `learner.bench_lifelong_report` assembles JSON, table and plots.
+not know are removed). `app.bench.lifelong_report` assembles JSON, table and plots.
 
     report = run_lifelong(LifelongOptions(model_dir=..., out_dir=Path("bench-out/lifelong"), quick=True))
 """
@@ -31,8 +31,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from learner import bench_facts as bf
-from learner.bench_learn import general_subset
+from app.bench import facts as bf
+from app.bench.learn import general_subset
 from learner.config import LearnerConfig, default_preset
 from learner.evaluate import EvalConfig
 from learner.probes import GENERAL_SUITE, ProbeSpec, load_general_suite, probe_to_json
@@ -340,30 +340,23 @@ def _worker(options: LifelongOptions, method: str, seed: int) -> str:
     return f"{method} seed {seed}"
 
 
-def run_lifelong(options: LifelongOptions, workers: int = 1, run_jobs: bool = True) -> dict[str, Any]:
-    """Run (or resume) every job, then write the report (JSON, table, plots) into out_dir and return it."""
+def run_jobs(options: LifelongOptions, workers: int = 1) -> None:
+    """Run (or resume) every method/seed job of the run (app.bench.lifelong_report.run_lifelong reports them)."""
     import torch
 
-    from learner import bench_lifelong_report as report_module
-
-    started = time.perf_counter()
     run = prepare(options)
     if options.threads:
         torch.set_num_threads(options.threads)
+    base_job(run)
     jobs = [(m, s) for s in options.seeds for m in options.methods]
-    if run_jobs:
-        base_job(run)
-        todo = [j for j in jobs if len(job_records(run, *j)) < options.rounds]
-        if workers <= 1:
-            total = sum(options.rounds - len(job_records(run, *j)) for j in todo)
-            with tqdm(total=total, unit="round", disable=not options.progress) as bar:
-                for method, seed in todo:
-                    run_job(run, method, seed, bar)
-        else:
-            _parallel(options, todo, workers)
-    report = report_module.assemble(run, time.perf_counter() - started)
-    report_module.write_all(report, Path(options.out_dir), options.json_path)
-    return report
+    todo = [j for j in jobs if len(job_records(run, *j)) < options.rounds]
+    if workers <= 1:
+        total = sum(options.rounds - len(job_records(run, *j)) for j in todo)
+        with tqdm(total=total, unit="round", disable=not options.progress) as bar:
+            for method, seed in todo:
+                run_job(run, method, seed, bar)
+    else:
+        _parallel(options, todo, workers)
 
 
 def _parallel(options: LifelongOptions, todo: list[tuple[str, int]], workers: int) -> None:

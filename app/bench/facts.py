@@ -2,7 +2,7 @@
 measure a version on the facts, and the scores (direct/indirect accuracy by generation and by multiple choice,
 leakage of made-up names into the general suite's answers).
 
-Fact file format, one JSON object per line (`learner/data/facts.jsonl` is the shipped set):
+Fact file format, one JSON object per line (`app/bench/data/facts.jsonl` is the shipped set):
     {"id", "skill", "demonstration": {"messages": [...], "answer": "..."},
      "direct": [{"question", "answer", "choices"}], "indirect": [{"question", "answer", "choices"}]}
 

@@ -1,13 +1,20 @@
 """The lifelong benchmark's report from its cached round records: JSON (accuracies 0..1; seed means with the
 per-seed values beside them), a markdown table and PNG plots (facts kept and general score against rounds, one line
-per method). `learner.bench_lifelong` runs the jobs."""
+per method). `run_lifelong` runs the jobs (app.bench.lifelong), then writes the report.
+
+    report = run_lifelong(LifelongOptions(model_dir=folder, out_dir=Path("bench-out/lifelong")), workers=2)
+"""
 
 from __future__ import annotations
 
 import json
 import statistics
+import time
 from pathlib import Path
 from typing import Any
+
+from app.bench import lifelong
+from app.bench.lifelong import LifelongOptions, base_job, job_records, prepare
 
 ROUND_KEYS = ("general", "direct_mc", "indirect_mc", "same_gen", "para_gen", "phrase_rate", "train_s", "gate_s")
 FINAL_KEYS = ("general", "general_drop", "direct_mc", "indirect_mc", "same_gen", "para_gen", "promoted",
@@ -44,9 +51,18 @@ def final_of(records: list[dict[str, Any]], base_general: float) -> dict[str, An
     }
 
 
-def assemble(run: Any, seconds: float) -> dict[str, Any]:
-    from learner.bench_lifelong import base_job, job_records
+def run_lifelong(options: LifelongOptions, workers: int = 1, run_jobs: bool = True) -> dict[str, Any]:
+    """Run (or resume) every job (`run_jobs=False`: none), then write the report (JSON, table, plots) into out_dir
+    and return it."""
+    started = time.perf_counter()
+    if run_jobs:
+        lifelong.run_jobs(options, workers)
+    report = assemble(prepare(options), time.perf_counter() - started)
+    write_all(report, Path(options.out_dir), options.json_path)
+    return report
 
+
+def assemble(run: Any, seconds: float) -> dict[str, Any]:
     options = run.options
     base = base_job(run)
     methods: dict[str, Any] = {}

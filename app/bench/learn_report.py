@@ -1,6 +1,6 @@
 """The learning benchmark's report: cached job records -> the JSON document, a markdown table and PNG plots.
 
-Headline accuracies are on the *report* facts (see learner/bench_facts.py); each method's headline point is its
+Headline accuracies are on the *report* facts (see app/bench/facts.py); each method's headline point is its
 frontier point with the best *tune*-fact multiple-choice accuracy among those whose general-suite drop is at most
 2 points (`MAX_DROP`); if none qualifies, the point with the smallest drop, flagged `"drop_ok": false`.
 Means are over seeds; `per_seed` holds the values they average, `std` their spread (population std).
@@ -14,9 +14,26 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
+from app.bench import learn, plots
+from app.bench.learn import (
+    MAX_DROP,
+    METHODS,
+    BenchOptions,
+    cached,
+    frontier_points,
+    job_done,
+    job_records,
+    plan,
+    point_config,
+    round_config,
+    run_seeds,
+    sequence_skills,
+    teacher_job,
+)
 from storage.errors import ApprenticeError
 
 METRICS = ("direct", "indirect", "direct_mc", "indirect_mc")
@@ -50,7 +67,6 @@ def summarize_record(record: dict[str, Any], base_general: float) -> dict[str, A
 
 def frontier(bench: Any, base_general: float) -> dict[str, list[dict[str, Any]]]:
     """Per method, one entry per (lr, steps) point with at least one finished seed (missing seeds are left out)."""
-    from learner.bench_learn import METHODS, cached, frontier_points, point_config, run_seeds
 
     out: dict[str, list[dict[str, Any]]] = {}
     for m in METHODS:
@@ -114,7 +130,6 @@ def equal_forgetting(front: dict[str, list[dict[str, Any]]]) -> dict[str, dict[s
 def sequential(bench: Any) -> dict[str, Any]:
     """Round x skill matrices (mean MC accuracy and generation accuracy of each skill's facts; None before the skill
     is taught), the general score after each round, and each earlier skill's final/best ratio."""
-    from learner.bench_learn import METHODS, cached, round_config, run_seeds, sequence_skills
 
     skills = sequence_skills(bench)
     out: dict[str, Any] = {"skills": skills, "mc": {}, "gen": {}, "general": {}, "retention": {}, "per_seed": {}}
@@ -153,7 +168,6 @@ def sequential(bench: Any) -> dict[str, Any]:
 def in_context(bench: Any) -> dict[str, Any] | None:
     """The in-context reference on the report facts (the base model with the demonstration in its prompt), if
     measured."""
-    from learner.bench_learn import cached, teacher_job
 
     record = cached(bench, teacher_job(bench)[1])
     if record is None:
@@ -164,7 +178,6 @@ def in_context(bench: Any) -> dict[str, Any] | None:
 def job_seconds(bench: Any) -> float:
     """Training plus scoring time summed over the cached records of the run's jobs (a resumed run's wall time only
     counts its last invocation)."""
-    from learner.bench_learn import cached, job_records, plan
 
     names = [name for job in plan(bench) for name in job_records(bench, *job)]
     records = [r for r in (cached(bench, n) for n in names) if r is not None]
@@ -172,7 +185,6 @@ def job_seconds(bench: Any) -> float:
 
 
 def assemble(bench: Any, wall_seconds: float) -> dict[str, Any]:
-    from learner.bench_learn import MAX_DROP, METHODS, cached, job_done, plan, run_seeds
 
     base = cached(bench, "base")
     if base is None:
@@ -237,14 +249,12 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_all(report: dict[str, Any], out_dir: Path, json_path: Path | None = None) -> list[Path]:
-    from learner import bench_plots
-
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [json_path or out_dir / "bench_learn.json", out_dir / "bench_learn.md"]
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     paths[0].write_text(json.dumps(report, indent=1) + "\n")
     paths[1].write_text(markdown(report))
-    return paths + bench_plots.plot_all(report, out_dir)
+    return paths + plots.plot_all(report, out_dir)
 
 
 def _pct(v: float | None, spread: float | None = None) -> str:
@@ -316,3 +326,21 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"| {k + 1} | " + " | ".join(_pct(v) for v in row) + " |" for k, row in enumerate(mat)] + [""]
     lines += ["## Targets", ""] + [f"- {k}: {v}" for k, v in report["targets"].items()]
     return "\n".join(lines) + "\n"
+
+
+def run_many(runs: list[BenchOptions], workers: int = 1, run_jobs: bool = True) -> list[dict[str, Any]]:
+    """Run (or resume) every job of several benchmark runs (app.bench.learn.run_jobs; `run_jobs=False`: none), then
+    assemble and write each run's report (JSON, table and plots) into its out_dir."""
+    started = time.perf_counter()
+    benches = learn.run_jobs(runs, workers) if run_jobs else [learn.prepare(o) for o in runs]
+    reports = []
+    for bench in benches:
+        report = assemble(bench, time.perf_counter() - started)
+        write_all(report, Path(bench.options.out_dir), bench.options.json_path)
+        reports.append(report)
+    return reports
+
+
+def run_bench(options: BenchOptions, workers: int = 1, run_jobs: bool = True) -> dict[str, Any]:
+    """Run (or resume) one benchmark and write its report; see run_many."""
+    return run_many([options], workers, run_jobs)[0]

@@ -2,9 +2,9 @@
 turns and corrections at once, and the admin's reads measured meanwhile. Targets (issue 13): p99 acknowledged write
 <= 50 ms, a review-queue page <= 100 ms, the dashboard <= 500 ms. Run by hand from the repository root:
 
-    .venv/bin/python bench/capture.py                      # SQLite in a temporary folder; about a minute
-    .venv/bin/python bench/capture.py --rows 100000 --writers 32 --seconds 20 --json bench/results/capture.json
-    .venv/bin/python bench/capture.py --database-url postgresql+psycopg://...   # an empty database
+    .venv/bin/python -m app.bench.capture                      # SQLite in a temporary folder; about a minute
+    .venv/bin/python -m app.bench.capture --rows 100000 --writers 32 --seconds 20 --json bench/results/capture.json
+    .venv/bin/python -m app.bench.capture --database-url postgresql+psycopg://...   # an empty database
 
 Writers and readers are asyncio tasks calling storage through `asyncio.to_thread`, as the server does, so the times
 include waiting for a pool thread (what a client sees, less HTTP). A write is what one API request commits, through

@@ -12,9 +12,10 @@ generation + multiple choice by log-likelihood) on the fact probes and on the ge
 
 Each finished job is cached as JSON under OUT/cache/<fingerprint>/ (the fingerprint covers the facts, the names, the
 model, the general-suite selection and the scoring method; the job name covers the learner config), so a killed run
-resumes where it stopped. `learner.bench_report` turns the cached records into the report (JSON, table, plots).
+resumes where it stopped. `app.bench.learn_report` turns the cached records into the report (JSON, table, plots).
 
-    from learner.bench_learn import BenchOptions, run_bench
+    from app.bench.learn import BenchOptions
+    from app.bench.learn_report import run_bench
     report = run_bench(BenchOptions(model_dir=..., out_dir=Path("bench-out"), quick=True))
 """
 
@@ -35,7 +36,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from learner import bench_facts as bf
+from app.bench import facts as bf
 from learner.config import LearnerConfig, default_preset
 from learner.probes import ProbeSpec, load_general_suite
 
@@ -394,15 +395,12 @@ def _worker(options: BenchOptions, kind: str, arg: Any) -> str:
     return f"{kind} {arg}"
 
 
-def run_many(runs: list[BenchOptions], workers: int = 1, run_jobs: bool = True) -> list[dict[str, Any]]:
+def run_jobs(runs: list[BenchOptions], workers: int = 1) -> list[Bench]:
     """Run (or resume) every job of several benchmark runs (jobs shared between them run once), with `workers`
-    processes when > 1 (each its own model copies: for a GPU, or a CPU with many cores), then assemble and write
-    each run's report (JSON, table and plots) into its out_dir. `run_jobs=False`: report what is cached."""
+    processes when > 1 (each its own model copies: for a GPU, or a CPU with many cores); returns the runs, prepared.
+    app.bench.learn_report.run_bench runs them and writes the report."""
     import torch
 
-    from learner import bench_report
-
-    started = time.perf_counter()
     benches = [prepare(o) for o in runs]
     jobs: dict[tuple[str, str], tuple[BenchOptions, str, Any, float]] = {}
     for bench in benches:
@@ -410,7 +408,7 @@ def run_many(runs: list[BenchOptions], workers: int = 1, run_jobs: bool = True) 
             changes = json.dumps(bench.options.overrides.get(arg[0], {}) if arg else {}, sort_keys=True)
             key = (str(bench.cache), f"{kind}{arg}{changes}")
             jobs.setdefault(key, (bench.options, kind, arg, job_cost(bench, kind, arg)))
-    todo = list(jobs.values()) if run_jobs else []
+    todo = list(jobs.values())
     progress = runs[0].progress
     if workers <= 1:
         if runs[0].threads:
@@ -434,14 +432,4 @@ def run_many(runs: list[BenchOptions], workers: int = 1, run_jobs: bool = True) 
                     print(f"bench learn: a job failed: {failed[-1]}", file=sys.stderr)
         if failed:
             print(f"bench learn: {len(failed)} job(s) failed; rerun to retry them", file=sys.stderr)
-    reports = []
-    for bench in benches:
-        report = bench_report.assemble(bench, time.perf_counter() - started)
-        bench_report.write_all(report, Path(bench.options.out_dir), bench.options.json_path)
-        reports.append(report)
-    return reports
-
-
-def run_bench(options: BenchOptions, workers: int = 1, run_jobs: bool = True) -> dict[str, Any]:
-    """Run (or resume) one benchmark and write its report; see run_many."""
-    return run_many([options], workers, run_jobs)[0]
+    return benches

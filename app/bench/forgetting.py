@@ -1,8 +1,8 @@
 """What a trained version forgot, and what its teacher taught besides the facts: the evidence in
 bench/results/README.md ("Why SDFT falls short"). Usage, from the repository root:
 
-    python bench/forgetting.py versions NAME=ADAPTER_DIR ...  # general suite per category, reply length, phrase count
-    python bench/forgetting.py rollouts TEMPLATE ...           # teacher rollouts per template: phrase, keyword, length
+    python -m app.bench.forgetting versions NAME=ADAPTER_DIR ...  # general suite per category, length, phrase count
+    python -m app.bench.forgetting rollouts TEMPLATE ...           # teacher rollouts per template: phrase, length
 
 `base` as ADAPTER_DIR is the base model. The sequential rounds' adapters of a `bench learn` run are kept under
 OUT/cache/<fingerprint>/adapters/. The phrase is "the (correct) answer is", which the default teacher template holds.
@@ -17,7 +17,7 @@ from collections import defaultdict
 
 import torch
 
-from learner.bench_facts import load_facts
+from app.bench.facts import load_facts
 from learner.chat import encode_chat
 from learner.evaluate import EvalConfig, load_version, score_probes
 from learner.model_files import BUILTIN, default_cache_dir, resolve_model

@@ -2,7 +2,7 @@
 variants, as parallel worker processes on one GPU (one job = one training + its scoring, each process its own model
 copies). Usage, from the repository root on a machine with the built-in model converted:
 
-    python bench/run_gpu.py OUT_DIR WORKERS
+    python -m app.bench.run_gpu OUT_DIR WORKERS
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from learner.bench_learn import BenchOptions, run_many
+from app.bench.learn import BenchOptions
+from app.bench.learn_report import run_many
 from learner.model_files import BUILTIN, default_cache_dir, resolve_model
 
 SMALL_TEMPLATE = "{question}\n\nHere is the correct answer:\n{demonstration}\n\nNow answer the question yourself."
