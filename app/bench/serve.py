@@ -180,18 +180,19 @@ async def swap_under_load(engine: TransformersEngine, paths: dict[str, str], cfg
     """Streams run on the active version for `steady_seconds`, then `swaps` activations alternate the two `paths`
     (the first one first), each waiting until the replaced version has drained and been unloaded."""
     gaps: list[tuple[float, float]] = []  # (previous token time, this token time), every stream
-    failed, mixed, running = 0, 0, True
+    failures: list[str] = []  # each failed request's error: a failed request is what this measures, so any counts
+    mixed, running = 0, True
 
     async def worker(w: int) -> None:
-        nonlocal failed, mixed
+        nonlocal mixed
         r = 0
         while running:
             stamps: list[float] = []
             try:
                 _, versions = await _engine_reply(engine, w + r, cfg.swap_tokens, stamps)
                 mixed += len(versions) > 1
-            except Exception:
-                failed += 1
+            except Exception as e:
+                failures.append(f"{type(e).__name__}: {e}")
             gaps.extend(zip(stamps, stamps[1:], strict=False))
             r += 1
 
@@ -222,7 +223,8 @@ async def swap_under_load(engine: TransformersEngine, paths: dict[str, str], cfg
     p99 = percentile(steady, 99)
     return {
         "activations": len(windows),
-        "failed_requests": failed,
+        "failed_requests": len(failures),
+        "failures": sorted(set(failures))[:10],
         "mixed_version_replies": mixed,
         "steady_gap_p50_s": percentile(steady, 50),
         "steady_gap_p99_s": p99,
@@ -373,7 +375,8 @@ def summary(r: dict[str, Any]) -> list[str]:
         f"tok/s = {t['ratio']:.2f}x (target >= 3x); time to first token p50 {t['ttft_p50_s']:.2f} s, "
         f"p99 {t['ttft_p99_s']:.2f} s; for reference, plain generate on one fixed batch of {n}: "
         f"{t['static_batch_generate_tps']:.1f} tok/s",
-        f"swap under load: {s['activations']} activations, {s['failed_requests']} failed requests, "
+        f"swap under load: {s['activations']} activations, {s['failed_requests']} failed requests"
+        f"{' (' + '; '.join(s['failures']) + ')' if s.get('failures') else ''}, "
         f"{s['mixed_version_replies']} replies mixing versions; longest gap during swaps {s['swap_max_gap_s']:.3f} s "
         f"vs steady p99 {s['steady_gap_p99_s']:.3f} s = {s['gap_ratio']:.2f}x (target <= 1.5x; longest while old "
         f"replies drained {s.get('window_max_gap_s', 0):.3f} s); swap time p50 "
