@@ -27,6 +27,7 @@ from app.services.learning import after_scheduled_round, gate_ungated, start_lea
 from app.services.versions import follow_database, sync_engine
 from app.settings import Settings
 from app.state import AppState
+from learner.model_files import load_tokenizer
 from storage.errors import ApprenticeError
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,7 @@ def load_engine(settings: Settings) -> Engine:
     """The inference engine the settings ask for: the base model loaded here, or a client of vLLM servers."""
     limits = Limits.from_settings(settings)
     if settings.engine == "vllm":
-        from app.engines.vllm import VllmEngine
-        from learner.model_files import load_tokenizer
+        from app.engines.vllm import VllmEngine  # each engine's libraries load only when it is chosen
 
         folder = model_folder(settings)
         return VllmEngine(
@@ -47,7 +47,7 @@ def load_engine(settings: Settings) -> Engine:
             tokenizer=load_tokenizer(folder),
             limits=limits,
         )
-    from app.engines.transformers import TransformersEngine
+    from app.engines.transformers import TransformersEngine  # torch and transformers
 
     return TransformersEngine.from_folder(model_folder(settings), device=settings.device, limits=limits)
 
@@ -95,7 +95,7 @@ def create_app(settings: Settings, *, ui: bool = True, engine: Engine | None = N
     install_openapi(api)
 
     if ui:
-        from app.ui import mount_ui
+        from app.ui import mount_ui  # gradio: only with the UI
 
         return mount_ui(api, state)
     return api

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from learner.config import LearnerConfig, default_preset
+from learner.gate import GateConfig
 from learner.model_files import BUILTIN, default_cache_dir
 from storage.errors import ApprenticeError
 
@@ -127,7 +128,6 @@ class Settings(BaseSettings):
 
     def gate_config(self) -> GateConfig:
         """The promotion gate's rules of this deployment."""
-        from learner.gate import GateConfig
 
         return GateConfig(margin=self.gate_margin, min_probes=self.gate_min_probes)
 

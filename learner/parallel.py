@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from learner.config import LearnerConfig
-from learner.prompts import Example
+from learner.prompts import Example, build_prompts
+from learner.session import TrainingStopped, all_sum
+from learner.training import _tokenizer, _train, train
 from storage.errors import ApprenticeError
 
 
@@ -60,10 +62,6 @@ def train_parallel(
     """learner.training.train in `nproc` processes (fewer when the batches are smaller): a ParallelResult, or
     train's own result when one process is enough."""
     import multiprocessing as mp
-
-    from learner.prompts import build_prompts
-    from learner.session import TrainingStopped
-    from learner.training import _tokenizer, train
 
     prompts, _ = build_prompts(_tokenizer(model_dir), examples, config)
     world = world_size(config, len(prompts), nproc)
@@ -142,9 +140,6 @@ def _rank_main(
 ) -> None:
     import torch
     import torch.distributed as dist
-
-    from learner.session import TrainingStopped, all_sum
-    from learner.training import _train
 
     cuda = config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available())
     device = torch.device(f"cuda:{rank}" if cuda else "cpu")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from learner.chat import encode_chat
-from learner.evaluate import EvalConfig, end_of_turn_id, load_version
+from learner.evaluate import EvalConfig, continuation_logprobs, end_of_turn_id, load_version
 from storage import demonstrations, rounds
 
 
@@ -49,7 +49,6 @@ def preferences(
     model_folder: str, adapter_path: str | None, pairs: list[tuple[list[dict[str, str]], str, str]]
 ) -> list[Preference]:
     """Each pair's mean per-token log-probs under the base model plus `adapter_path` (scored in fp32)."""
-    from learner.evaluate import continuation_logprobs
 
     if not pairs:
         return []

@@ -26,6 +26,8 @@ from sqlalchemy import Engine
 
 from learner.adapters import check_version_adapter, remove_leftovers, write_version_dir
 from learner.config import LearnerConfig
+from learner.model_files import load_tokenizer
+from learner.parallel import train_parallel
 from learner.prompts import Example, build_prompts
 from storage import demonstrations, leases, rounds, versions
 from storage.errors import ApprenticeError, Conflict
@@ -153,7 +155,6 @@ class _Plan:
 
 def _plan(engine: Engine, model_dir: str, config: LearnerConfig, parent_name: str | None) -> _Plan:
     """What the round would learn: unlearned approved demonstrations (+ replay) that fit their budgets."""
-    from learner.model_files import load_tokenizer
 
     parent = versions.get_version(engine, name=parent_name) if parent_name else versions.active_version(engine)
     new, replay = _select(engine, parent.name, config)
@@ -235,7 +236,6 @@ def _train_and_register(
     nproc: int = 1,
 ) -> tuple[str, dict[str, Any]]:
     """Train, write the version folder atomically, register it (the folder goes again if registering fails)."""
-    from learner.parallel import train_parallel
 
     def step_hook(record: dict[str, Any], progress: float) -> None:
         rounds.record_step(engine, round_id=round_id, step=record, progress=progress)

@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from learner.config import LearnerConfig
+from learner.rounds import recover, run_round
+from storage.db import make_engine
+from storage.demonstrations import count_fresh
 from storage.errors import ApprenticeError, Conflict
 
 JOB_ID = "apprentice-learn"
@@ -67,9 +70,6 @@ def exit_with_parent() -> None:
 def scheduled_round(job: dict[str, Any]) -> dict[str, Any]:
     """The job body (runs in the worker): a round if enough fresh approved demonstrations wait; never raises."""
     exit_with_parent()
-    from learner.rounds import run_round
-    from storage.db import make_engine
-    from storage.demonstrations import count_fresh
 
     spec = LearnJob(**{k: v for k, v in job.items() if k in LearnJob.__dataclass_fields__})  # older jobs had more
     engine = make_engine(spec.db_url)
@@ -134,9 +134,6 @@ def start_scheduler(
     from apscheduler.executors.pool import ProcessPoolExecutor, ThreadPoolExecutor
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
-
-    from learner.rounds import recover
-    from storage.db import make_engine
 
     trigger = _trigger(interval_minutes, cron)
     engine = make_engine(job.db_url)

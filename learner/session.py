@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from learner.config import LearnerConfig
+from learner.model_files import load_model
 from learner.prompts import end_of_turn_id
 from storage.errors import ApprenticeError
 
@@ -145,8 +146,6 @@ def open_session(
     """Load the base model, the student (parent adapter or fresh LoRA), the teacher copy and the optimizer."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
-
-    from learner.model_files import load_model
 
     device, dtype, autocast = resolve_device(config)
     base, tokenizer = load_model(model_dir, device=str(device), dtype=dtype)

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from learner import sdft, sft
+from learner.chat import encode_chat
 from learner.config import LearnerConfig
+from learner.model_files import load_tokenizer
 from learner.prompts import Example, Prompt, build_prompts
 from learner.session import STUDENT, Session, TrainingStopped, open_session, optimizer_step
 from storage.errors import ApprenticeError
@@ -154,7 +156,6 @@ def anchor_prompts(config: LearnerConfig) -> list[str]:
 
 def anchor_batches(tokenizer: Any, config: LearnerConfig, steps: int) -> Iterator[list[Prompt]]:
     """`steps` batches of anchor prompts (a single user turn each; teacher ids = student ids), seeded and cycling."""
-    from learner.chat import encode_chat
 
     rng = random.Random(config.seed + 1)
     texts = anchor_prompts(config)
@@ -170,7 +171,6 @@ def anchor_batches(tokenizer: Any, config: LearnerConfig, steps: int) -> Iterato
 
 
 def _tokenizer(model_dir: str) -> Any:
-    from learner.model_files import load_tokenizer
 
     return load_tokenizer(model_dir)
 

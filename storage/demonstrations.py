@@ -10,6 +10,7 @@ from sqlalchemy import Engine, select
 from storage.db import reading, transaction
 from storage.errors import ApprenticeError
 from storage.models import Demonstration
+from storage.rounds import ever_learned_demo_ids, learned_demo_ids
 
 ROLES = ("system", "user", "assistant")
 
@@ -75,7 +76,6 @@ def get_demonstrations(engine: Engine, *, ids: list[int]) -> list[Demonstration]
 
 def list_unlearned(engine: Engine, *, version: str) -> list[Demonstration]:
     """Approved demonstrations that `version` (with its ancestors) has not learned: what its next round trains on."""
-    from storage.rounds import learned_demo_ids
 
     learned = learned_demo_ids(engine, version=version)
     with reading(engine) as s:
@@ -85,7 +85,6 @@ def list_unlearned(engine: Engine, *, version: str) -> list[Demonstration]:
 
 def list_learned(engine: Engine, *, version: str) -> list[Demonstration]:
     """Approved demonstrations `version`'s lineage has learned (the pool a round's replay samples from)."""
-    from storage.rounds import learned_demo_ids
 
     learned = learned_demo_ids(engine, version=version)
     with reading(engine) as s:
@@ -97,7 +96,6 @@ def count_fresh(engine: Engine, *, exclude: Collection[int] = ()) -> int:
     """Approved demonstrations no succeeded round has learned yet, whatever became of its version: what the
     scheduler counts before starting a round (a rejected candidate's demonstrations do not re-trigger rounds).
     `exclude`: ids left out of the count (those a round in progress learns)."""
-    from storage.rounds import ever_learned_demo_ids
 
     learned = ever_learned_demo_ids(engine) | set(exclude)
     with reading(engine) as s:

@@ -27,11 +27,12 @@ from app.api.responses import error_responses
 from app.services import answers, jobs, queries
 from app.services import versions as live
 from app.services.review import review_many
-from learner.exchange import import_text
+from learner.exchange import export_text, import_text
 from storage import review, versions
 from storage.errors import ApprenticeError, Forbidden
 from storage.models import User
 from storage.queue import QueueFilter
+from storage.users import get_user
 
 REVIEWERS = ("admin", "reviewer")
 KIND = Query(description="demos | probes | evals")
@@ -89,8 +90,6 @@ async def list_demonstrations(
 ) -> dict:
     author_id = None
     if author:
-        from storage.users import get_user
-
         author_id = (await thread(get_user, state.db, name=author)).id
     flt = QueueFilter(
         status=None if status == "any" else status, skill=skill, author_id=author_id,
@@ -261,7 +260,6 @@ async def export(
     format: Annotated[str | None, Query(description="demos: ours|trl; probes: ours; evals: csv|ours")] = None,  # noqa: A002
     status: Annotated[str | None, Query(description="demonstrations in this state only")] = None,
 ) -> Response:
-    from learner.exchange import export_text
 
     text, count = await thread(export_text, state.db, kind=kind, fmt=format, status=status)
     csv = format == "csv" or (kind == "evals" and format is None)

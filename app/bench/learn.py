@@ -38,7 +38,14 @@ from tqdm import tqdm
 
 from app.bench import facts as bf
 from learner.config import LearnerConfig, default_preset
+from learner.evaluate import (
+    METHOD,  # in the cache key: scores from another scoring method are stale
+    EvalConfig,
+    load_version,
+    score_probes,
+)
 from learner.probes import ProbeSpec, load_general_suite
+from learner.training import train
 
 METHODS = ("sft", "sdft")
 MAX_DROP = 0.02  # the headline point: best tune-split accuracy with a general-suite drop of at most 2 points
@@ -109,7 +116,6 @@ def prepare(options: BenchOptions) -> Bench:
         facts = bf.quick_subset(facts, options.quick_per_skill)
     roles = {f.id: "report" for f in facts} if options.quick else bf.split(facts)
     general = general_subset(load_general_suite(), options.general_n)
-    from learner.evaluate import METHOD  # scores from another scoring method are stale
 
     scoring = [METHOD, options.eval_max_new_tokens]
     blob = json.dumps(
@@ -165,7 +171,6 @@ class PeakMemory:
 
 def evaluate(bench: Bench, facts: list[bf.Fact], adapter: str | None) -> dict[str, Any]:
     """Fact scores, general-suite score and leakage of one version (the base model plus `adapter`)."""
-    from learner.evaluate import EvalConfig, load_version, score_probes
 
     t0 = time.perf_counter()
     model, tokenizer = load_version(bench.options.model_dir, adapter)
@@ -190,7 +195,6 @@ def evaluate(bench: Bench, facts: list[bf.Fact], adapter: str | None) -> dict[st
 def evaluate_in_context(bench: Bench, template: str) -> dict[str, Any]:
     """An in-context reference: the base model answering the fact questions with each fact's demonstration in its
     prompt (`template`, the SDFT teacher's), scored like any version (facts only)."""
-    from learner.evaluate import EvalConfig, load_version, score_probes
 
     t0 = time.perf_counter()
     model, tokenizer = load_version(bench.options.model_dir, None)
@@ -213,7 +217,6 @@ def train_and_score(
 ) -> dict[str, Any]:
     """Train with `cfg` on `facts` (from `parent`), save the adapter (to `keep`, else a temp folder) and score it on
     the `scored` facts and the general suite."""
-    from learner.training import train
 
     def on_step(record: dict[str, Any], progress: float) -> None:
         if bar is not None:

@@ -34,8 +34,11 @@ from tqdm import tqdm
 from app.bench import facts as bf
 from app.bench.learn import general_subset
 from learner.config import LearnerConfig, default_preset
-from learner.evaluate import EvalConfig
+from learner.evaluate import METHOD, EvalConfig, load_version, score_probes
+from learner.gate import fresh_scores, gate_round
 from learner.probes import GENERAL_SUITE, ProbeSpec, load_general_suite, probe_to_json
+from learner.rounds import run_round
+from storage import db, evals, review, versions
 
 METHODS = ("sdft", "sft")
 SPLITS = ("all", "tune", "report")
@@ -105,7 +108,6 @@ def teaching_order(facts: list[bf.Fact]) -> list[bf.Fact]:
 
 
 def prepare(options: LifelongOptions) -> Lifelong:
-    from learner.evaluate import METHOD
 
     if options.split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}")
@@ -177,7 +179,6 @@ def general_replies(report_probes: list[Any]) -> list[str]:
 
 def score_version(run: Lifelong, facts: list[bf.Fact], adapter: str | None, *, general: bool) -> dict[str, Any]:
     """A version's per-fact scores (and, with `general`, its general-suite score, replies and phrase rate)."""
-    from learner.evaluate import load_version, score_probes
 
     specs = fact_specs(facts) + (load_general_suite(run.general_path) if general else [])
     model, tokenizer = load_version(run.options.model_dir, adapter)
@@ -262,9 +263,6 @@ def _snapshot(data: Path, target: Path) -> None:
 
 def run_job(run: Lifelong, method: str, seed: int, bar: Any = None) -> list[dict[str, Any]]:
     """Run (or resume) one method/seed through every round; returns the round records."""
-    from learner.gate import gate_round
-    from learner.rounds import run_round
-    from storage import db, review, versions
 
     base = base_job(run)
     folder = job_dir(run, method, seed)
@@ -306,8 +304,6 @@ def run_job(run: Lifelong, method: str, seed: int, bar: Any = None) -> list[dict
 def score_live(run: Lifelong, engine: Any, k: int) -> dict[str, Any]:
     """The live version after round k: every fact taught so far, the general suite (the gate's stored scores and
     replies for that version when it has them), and each round's facts' mean MC."""
-    from learner.gate import fresh_scores
-    from storage import evals, versions
 
     live = versions.active_version(engine)
     facts = run.taught[: k * run.options.per_round]

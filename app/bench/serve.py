@@ -32,6 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 from app.engines.base import Limits, Sampling
 from app.engines.transformers import TransformersEngine
+from app.services import model_folder, open_database
+from learner.chat import encode_chat
+from learner.model_files import load_model
+from storage import users
 
 if TYPE_CHECKING:  # the measurements run where only torch, transformers and peft are installed (a GPU check)
     from app.settings import Settings
@@ -87,8 +91,6 @@ def baseline_tps(engine: TransformersEngine, tokens: int) -> float:
     """One stream of plain `model.generate` (greedy, fixed length) on the engine's model while the engine idles."""
     import torch
 
-    from learner.chat import encode_chat
-
     model, elapsed = engine._gen.model, 0.0
     for i in range(2):
         ids = torch.tensor([encode_chat(engine.tokenizer, _messages(i))], device=engine._gen.device)
@@ -123,8 +125,6 @@ async def engine_load(engine: TransformersEngine, cfg: BenchConfig) -> dict[str,
 def static_batch_tps(engine: TransformersEngine, cfg: BenchConfig) -> float:
     """For reference: plain `model.generate` on all the streams' prompts at once (left-padded, one fixed batch)."""
     import torch
-
-    from learner.chat import encode_chat
 
     tok, device = engine.tokenizer, engine._gen.device
     ids = [encode_chat(tok, _messages(i)) for i in range(cfg.streams)]
@@ -161,8 +161,6 @@ def make_adapters(folder: str, out: Path) -> dict[str, str]:
     """Two random LoRA adapters written by peft's save_pretrained (on a second copy of the base model)."""
     import torch
     from peft import LoraConfig, get_peft_model
-
-    from learner.model_files import load_model
 
     model, _ = load_model(folder)
     paths = {}
@@ -245,9 +243,6 @@ def api_server(settings: Settings, cfg: BenchConfig, data: Path) -> Iterator[tup
 
     import httpx
 
-    from app.services import open_database
-    from storage import users
-
     db = open_database(settings.model_copy(update={"data_dir": data, "database_url": ""}))
     users.create_user(db, name="bench", role="admin", password="bench-password")
     key = users.create_api_key(db, name="bench")
@@ -318,8 +313,6 @@ async def http_load(url: str, key: str, cfg: BenchConfig) -> float:
 
 def run_serve_bench(settings: Settings, cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     import torch
-
-    from app.services import model_folder
 
     folder = model_folder(settings)
     load_before = os.getloadavg()

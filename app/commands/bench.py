@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def serve_command(args: argparse.Namespace, settings: Settings) -> int:
-    from app.bench.serve import BenchConfig, run_serve_bench, summary
+    from app.bench.serve import BenchConfig, run_serve_bench, summary  # torch: only for this action
 
     if args.device:
         settings = settings.model_copy(update={"device": args.device})

@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.bench.facts import FACTS
+from app.bench.learn import BenchOptions
+from app.bench.learn_report import run_bench
 from app.services import model_folder
 from app.settings import Settings
 from storage.errors import ApprenticeError
@@ -82,9 +85,6 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def learn_command(args: argparse.Namespace, settings: Settings) -> int:
-    from app.bench.facts import FACTS
-    from app.bench.learn import BenchOptions
-    from app.bench.learn_report import run_bench
 
     if args.seeds < 1:
         raise ApprenticeError("--seeds must be at least 1")

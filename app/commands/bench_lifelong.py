@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.bench.facts import FACTS
+from app.bench.lifelong import LifelongOptions
+from app.bench.lifelong_report import run_lifelong
 from app.commands.bench_learn import parse_overrides as parse_method_overrides
 from app.commands.learn import parse_overrides
 from app.services import model_folder
@@ -69,9 +72,6 @@ def overrides_by_method(items: list[str], methods: list[str]) -> dict[str, dict[
 
 
 def lifelong_command(args: argparse.Namespace, settings: Settings) -> int:
-    from app.bench.facts import FACTS
-    from app.bench.lifelong import LifelongOptions
-    from app.bench.lifelong_report import run_lifelong
 
     quick = LifelongOptions.quick_defaults() if args.quick else {}
     seeds = args.seeds if args.seeds is not None else len(quick.get("seeds", [0, 1, 2]))

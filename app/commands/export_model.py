@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from app.services import model_folder, open_database
+from app.services.export_model import export_merged
 from app.settings import Settings
 
 
@@ -21,7 +22,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def export_command(args: argparse.Namespace, settings: Settings) -> int:
-    from app.services.export_model import export_merged
 
     out = export_merged(open_database(settings), name=args.name, base_folder=model_folder(settings), out=Path(args.out))
     print(f"exported {args.name} to {out} (load it with AutoModelForCausalLM.from_pretrained or vLLM)")

@@ -27,7 +27,7 @@ from app.settings import Settings
 from learner.config import LearnerConfig
 from learner.evaluate import EvalConfig
 from learner.gate import verdict
-from learner.rounds import RoundOutcome
+from learner.rounds import RoundOutcome, run_round
 from learner.scheduler import start_scheduler
 from storage.errors import ApprenticeError
 
@@ -108,8 +108,6 @@ def quiet_libraries() -> None:
 
 def learn_now(args: argparse.Namespace, settings: Settings, config: LearnerConfig) -> int:
     from tqdm import tqdm
-
-    from learner.rounds import run_round
 
     quiet_libraries()
     db = open_database(settings)

@@ -27,7 +27,7 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     import torch
     import uvicorn
 
-    from app.main import create_app
+    from app.main import create_app  # the web stack and the model: only `serve` needs them
 
     flags = {"engine": args.engine, "device": args.device, "vllm_url": args.vllm_url, "threads": args.threads}
     settings = settings.model_copy(update={k: v for k, v in flags.items() if v is not None})

@@ -13,8 +13,10 @@ import json
 
 from app.services import open_database
 from app.services import versions as live
+from app.services.prune import prune_versions
 from app.settings import Settings
 from storage import versions
+from storage.errors import ApprenticeError
 from storage.models import ModelVersion
 
 
@@ -88,11 +90,8 @@ def activate_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def prune_command(args: argparse.Namespace, settings: Settings) -> int:
-    from app.services.prune import prune_versions
 
     if args.keep < 0 or args.min_age_hours < 0:
-        from storage.errors import ApprenticeError
-
         raise ApprenticeError("--keep and --min-age-hours cannot be negative")
     report = prune_versions(
         open_database(settings), settings.data_dir / "versions", keep=args.keep, min_age_hours=args.min_age_hours,

@@ -37,6 +37,7 @@ from app.engines.generation import BASE_ADAPTER, GenerationLoop, Job
 from app.engines.sampling import Detokenizer
 from app.engines.versions import VersionTable
 from learner.chat import encode_chat
+from learner.model_files import load_model
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,6 @@ class TransformersEngine(Engine):
     @classmethod
     def from_folder(cls, folder: str, *, device: str = "auto", limits: Limits | None = None) -> TransformersEngine:
         import torch
-
-        from learner.model_files import load_model
 
         device = resolve_device(device)
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32

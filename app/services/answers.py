@@ -24,10 +24,12 @@ from app.engines.base import Sampling
 from app.services.queries import question_of, read_demo
 from app.state import AppState
 from learner.adapters import check_version_adapter
+from learner.gate import trained_skills
 from learner.prompts import teacher_messages
 from storage import evals, rounds, teacher_checks, versions
 from storage.demonstrations import get_demonstrations
 from storage.errors import ApprenticeError
+from storage.probes import list_probes
 
 STOPWORDS = frozenset(
     "a an the is are was were be been of to in on at for and or it its this that with as by from so do does did i you "
@@ -132,13 +134,11 @@ def _sample(items: list[dict[str, Any]], k: int, seed: int, prefer: Collection[s
 def _compare_inputs(db: Any, name: str, sample: int, seed: int) -> tuple[Any, Any, list[dict[str, Any]], list[Any]]:
     """(new version, its parent, sampled probe pairs with their questions, sampled learned demonstrations with the
     corrected answer each was learned with)."""
-    from storage.probes import list_probes
 
     new = versions.get_version(db, name=name)
     if new.parent is None:
         raise ApprenticeError(f"{name} is the base model: it has no parent to compare with")
     old = versions.get_version(db, name=new.parent)
-    from learner.gate import trained_skills  # imports the evaluator (torch): only when comparing
 
     probe_pairs = _sample(_stored_probe_pairs(db, old.name, new.name), sample, seed, prefer=trained_skills(db, name))
     questions = {p.id: question_of(p.messages) for p in list_probes(db)}

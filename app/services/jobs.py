@@ -20,9 +20,13 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+from app.services import model_folder
 from app.services.learning import finish_round_live, outcome_of
 from app.services.learning import learn_job as scheduled_job
 from app.state import AppState
+from learner.evaluate import evaluate_version
+from learner.scheduler import scheduled_round
+from storage import versions
 from storage.errors import ApprenticeError
 
 log = logging.getLogger(__name__)
@@ -35,8 +39,6 @@ def _round_in_worker(job: dict[str, Any]) -> dict[str, Any]:
     """One round in a spawned process, as the scheduler runs it (its memory is returned when it ends)."""
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=context) as pool:
-        from learner.scheduler import scheduled_round
-
         return pool.submit(scheduled_round, job).result()
 
 
@@ -68,9 +70,6 @@ async def train_now(state: AppState) -> dict[str, Any]:
 
 async def evaluate(state: AppState, version: str, skills: list[str] | None = None) -> dict[str, Any]:
     """Start scoring `version` on every skill (or `skills`) in the background; results land in eval_results."""
-    from app.services import model_folder
-    from learner.evaluate import evaluate_version
-    from storage import versions
 
     await asyncio.to_thread(versions.get_version, state.db, name=version)  # an unknown version fails now
 

@@ -29,7 +29,7 @@ from app.settings import Settings
 from app.state import AppState
 from learner.config import LearnerConfig
 from learner.evaluate import EvalConfig
-from learner.gate import GateConfig, GateDecision
+from learner.gate import GateConfig, GateDecision, gate_candidate, trained_skills, verdict
 from learner.rounds import RoundOutcome
 from learner.scheduler import LearnJob, start_scheduler
 from storage import versions
@@ -92,7 +92,6 @@ def finish_round(
     if policy == "candidate":
         versions.set_reason(db, name=candidate, reason="not gated: left a candidate (learn --no-gate)")
         return base
-    from learner.gate import gate_candidate, trained_skills, verdict  # the evaluator imports torch
 
     try:
         live = versions.active_version(db).name

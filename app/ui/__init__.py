@@ -47,7 +47,7 @@ class TabSpec:
 
 
 def tab_specs() -> list[TabSpec]:
-    from app.ui import chat, dashboard, data_tab, review, rounds, users_tab, versions
+    from app.ui import chat, dashboard, data_tab, review, rounds, users_tab, versions  # they import this package
 
     admin, reviewers = ("admin",), ("admin", "reviewer")
     return [
