@@ -38,6 +38,7 @@ from learner.evaluate import METHOD, EvalConfig, load_version, score_probes
 from learner.gate import fresh_scores, gate_round
 from learner.probes import GENERAL_SUITE, ProbeSpec, load_general_suite, probe_to_json
 from learner.rounds import run_round
+from learner.training import anchor_prompts
 from storage import db, evals, review, versions
 
 METHODS = ("sdft", "sft")
@@ -221,7 +222,10 @@ def _write_json(path: Path, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def job_dir(run: Lifelong, method: str, seed: int) -> Path:
-    digest = hashlib.sha256(json.dumps(run.config(method, seed).to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    """The job's folder, named by its learner config and its KL anchor's prompts (the pool is a file)."""
+    config = run.config(method, seed)
+    pool = anchor_prompts(config) if config.anchor_weight > 0 else []
+    digest = hashlib.sha256(json.dumps([config.to_dict(), pool], sort_keys=True).encode()).hexdigest()[:8]
     return run.cache / f"{method}-s{seed}-{digest}"
 
 
