@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 from learner.adapters import check_version_adapter, remove_leftovers, write_version_dir
 from learner.config import LearnerConfig
 from learner.prompts import Example, build_prompts
+from learner.tensorboard_events import RoundEvents
 from storage import demonstrations, leases, rounds, versions
 from storage.errors import ApprenticeError, Conflict
 
@@ -123,8 +124,9 @@ def run_round(
     on_step: Callable[[dict[str, Any], float], None] | None = None,
     lease_ttl_s: float = 120.0,
 ) -> RoundOutcome:
-    """Run one round from `parent` (default: the live version). Raises Conflict when another round runs,
-    AdapterCorrupt when the parent's adapter fails its checksum, RoundFailed when training or writing failed."""
+    """Run one round from `parent` (default: the live version). Each step goes to the database and to the round's
+    TensorBoard events (learner.tensorboard_events). Raises Conflict when another round runs, AdapterCorrupt when the
+    parent's adapter fails its checksum, RoundFailed when training or writing failed."""
     owner = leases.make_owner()
     if not leases.acquire(engine, name=LEASE, owner=owner, ttl_s=lease_ttl_s):
         raise Conflict(f"a learning round is already running ({leases.holder(engine, name=LEASE)})")
@@ -231,13 +233,19 @@ def _train_and_register(
     """Train, write the version folder atomically, register it (the folder goes again if registering fails)."""
     from learner.training import train
 
+    events = RoundEvents(data_dir, round_id)
+
     def step_hook(record: dict[str, Any], progress: float) -> None:
         rounds.record_step(engine, round_id=round_id, step=record, progress=progress)
+        events.step(record)
         if on_step is not None:
             on_step(record, progress)
 
-    result = train(model_dir, plan.examples, config, parent_adapter=plan.parent.adapter_path, on_step=step_hook,
-                   should_stop=lambda: beat.lost)  # fmt: skip
+    try:
+        result = train(model_dir, plan.examples, config, parent_adapter=plan.parent.adapter_path, on_step=step_hook,
+                       should_stop=lambda: beat.lost)  # fmt: skip
+    finally:
+        events.close()
     metrics = {**result.metrics, "demonstrations": len(plan.new_ids), "replayed": len(plan.replay_ids),
                "skipped": plan.skipped}  # fmt: skip
     name = _version_name(engine, round_id)

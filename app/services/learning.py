@@ -8,8 +8,11 @@ activation rule (app/services/versions.activate). A server then hot-swaps (`fini
 wrote but no gate judged (a restart between the round and its gate) is found and gated when a learning server or
 daemon starts (`gate_ungated`).
 
-    result = finish_round(db, outcome, model_folder=folder, gate_config=settings.gate_config())
+    result = finish_round(db, outcome, model_folder=folder, gate_config=settings.gate_config(), data_dir=data_dir)
     print(result.message)      # round 3 succeeded: ...; gate: v3 is live (promoted: geo 40.0->60.0, ...)
+
+The gate's scores join the round's TensorBoard run (learner.tensorboard_events) when `finish_round` is given the
+data directory.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import Engine as Database
@@ -32,7 +36,8 @@ from learner.evaluate import EvalConfig
 from learner.gate import GateConfig, GateDecision
 from learner.rounds import RoundOutcome
 from learner.scheduler import LearnJob, start_scheduler
-from storage import versions
+from learner.tensorboard_events import write_gate
+from storage import rounds, versions
 from storage.errors import ApprenticeError
 
 log = logging.getLogger(__name__)
@@ -79,10 +84,12 @@ def finish_round(
     policy: Policy = "gate",
     gate_config: GateConfig = GateConfig(),
     eval_config: EvalConfig = EvalConfig(),
+    data_dir: Path | None = None,
 ) -> RoundResult:
     """What follows a round: the gate (its verdict recorded in the database first), then a promoted candidate made
     the active version by the one activation rule. Never raises for the gate: a gate that cannot run leaves the
-    version a candidate and says why (the round itself succeeded)."""
+    version a candidate and says why (the round itself succeeded). With `data_dir`, the gate's scores are added to
+    the round's TensorBoard run."""
     base = RoundResult(outcome.status, outcome.message, outcome.round_id, outcome.version)
     if outcome.status != "succeeded" or not outcome.version:
         return base
@@ -114,7 +121,18 @@ def finish_round(
                                    gate_error=why)  # fmt: skip
     line = verdict(candidate, decision)
     log.info("%s", line)
+    if data_dir is not None and outcome.round_id is not None:
+        gate_events(db, data_dir, outcome.round_id, decision)
     return dataclasses.replace(base, message=f"{outcome.message}; {line}", gate=decision, live=decision.promote)
+
+
+def gate_events(db: Database, data_dir: Path, round_id: int, decision: GateDecision) -> None:
+    """The gate's scores into the round's TensorBoard run, at its last recorded step."""
+    try:
+        last = max((s.get("step", 0) for s in rounds.get_round(db, round_id=round_id).steps), default=0)
+        write_gate(data_dir, round_id, decision, step=last)
+    except Exception:  # the verdict is in the database already; its event file is a view of it
+        log.warning("round %s: the gate's TensorBoard events were not written", round_id, exc_info=True)
 
 
 async def finish_round_live(state: AppState, outcome: RoundOutcome, *, policy: Policy = "gate") -> RoundResult:
@@ -123,7 +141,8 @@ async def finish_round_live(state: AppState, outcome: RoundOutcome, *, policy: P
     settings = state.settings
     previous = (await asyncio.to_thread(versions.active_version, state.db)).name
     result = await asyncio.to_thread(finish_round, state.db, outcome, model_folder=model_folder(settings),
-                                     policy=policy, gate_config=settings.gate_config())  # fmt: skip
+                                     policy=policy, gate_config=settings.gate_config(),
+                                     data_dir=settings.data_dir)  # fmt: skip
     if not result.live:
         return result
     try:
