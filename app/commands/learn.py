@@ -22,7 +22,7 @@ import threading
 from typing import Any
 
 from app.services import model_folder, open_database
-from app.services.learning import finish_round, learn_job, outcome_of, ungated
+from app.services.learning import finish_round, learn_job, outcome_of, round_config, ungated
 from app.settings import Settings
 from learner.config import LearnerConfig
 from learner.evaluate import EvalConfig
@@ -68,14 +68,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def config_from(args: argparse.Namespace, settings: Settings) -> LearnerConfig:
-    if args.preset:
-        settings = settings.model_copy(update={"learn_preset": args.preset})
-    overrides = parse_overrides(args.set)
-    if args.method:
-        overrides["method"] = args.method
-    if args.steps is not None:
-        overrides["steps"] = args.steps
-    return settings.learner_config(**overrides)
+    return round_config(settings, preset=args.preset, method=args.method, steps=args.steps,
+                        overrides=parse_overrides(args.set))  # fmt: skip
 
 
 def learn_command(args: argparse.Namespace, settings: Settings) -> int:
