@@ -29,6 +29,7 @@ from learner.config import LearnerConfig
 from learner.model_files import load_tokenizer
 from learner.parallel import train_parallel
 from learner.prompts import Example, build_prompts
+from learner.tensorboard_events import RoundEvents
 from storage import demonstrations, leases, rounds, versions
 from storage.errors import ApprenticeError, Conflict
 
@@ -95,8 +96,13 @@ def recover(engine: Engine, data_dir: Path, *, owner: str | None = None) -> list
             leases.release(engine, name=LEASE, owner=own)
 
 
-def _select(engine: Engine, parent: str, config: LearnerConfig) -> tuple[list[Any], list[Any]]:
+def _select(
+    engine: Engine, parent: str, config: LearnerConfig, only: list[int] | None = None
+) -> tuple[list[Any], list[Any]]:
     new = demonstrations.list_unlearned(engine, version=parent)
+    if only is not None:
+        wanted = set(only)
+        new = [d for d in new if d.id in wanted]
     replay: list[Any] = []
     if new and config.replay_fraction > 0:
         pool = demonstrations.list_learned(engine, version=parent)
@@ -125,10 +131,13 @@ def run_round(
     on_step: Callable[[dict[str, Any], float], None] | None = None,
     lease_ttl_s: float = 120.0,
     nproc: int = 1,
+    demo_ids: list[int] | None = None,
 ) -> RoundOutcome:
-    """Run one round from `parent` (default: the live version), data-parallel in `nproc` processes when > 1.
-    Raises Conflict when another round runs, AdapterCorrupt when the parent's adapter fails its checksum,
-    RoundFailed when training or writing failed."""
+    """Run one round from `parent` (default: the live version); `demo_ids` limits it to those of the unlearned
+    approved demonstrations (what a preview showed). Each step goes to the database and to the round's TensorBoard
+    events (learner.tensorboard_events). Raises Conflict when another round runs, AdapterCorrupt when the parent's
+    adapter fails its checksum, RoundFailed when training or writing failed. `nproc` > 1 trains data-parallel in that
+    many processes (learner.parallel)."""
     owner = leases.make_owner()
     if not leases.acquire(engine, name=LEASE, owner=owner, ttl_s=lease_ttl_s):
         raise Conflict(f"a learning round is already running ({leases.holder(engine, name=LEASE)})")
@@ -136,32 +145,42 @@ def run_round(
     beat.start()
     try:
         recover(engine, data_dir, owner=owner)
-        return _run_locked(
-            engine, model_dir, data_dir, config, parent, activate, min_demos, on_step, owner, beat, nproc
-        )
+        plan = plan_round(engine, model_dir, config, parent, demo_ids)
+        return _run_locked(engine, plan, model_dir, data_dir, config, activate, min_demos, on_step, owner, beat, nproc)
     finally:
         beat.stop()
         leases.release(engine, name=LEASE, owner=owner)
 
 
 @dataclass
-class _Plan:
+class RoundPlan:
     parent: Any  # ModelVersion
     examples: list[Example]  # usable ones: new, then replayed
     new_ids: list[int]
     replay_ids: list[int]
     skipped: list[dict[str, Any]]
 
+    def steps(self, config: LearnerConfig) -> int:
+        """The optimizer steps `config` gives this round."""
+        return config.optimizer_steps(len(self.examples))
 
-def _plan(engine: Engine, model_dir: str, config: LearnerConfig, parent_name: str | None) -> _Plan:
-    """What the round would learn: unlearned approved demonstrations (+ replay) that fit their budgets."""
+
+def plan_round(
+    engine: Engine,
+    model_dir: str,
+    config: LearnerConfig,
+    parent_name: str | None = None,
+    demo_ids: list[int] | None = None,
+) -> RoundPlan:
+    """What a round would learn now: unlearned approved demonstrations (only `demo_ids` of them, when given; plus the
+    replay sample) that fit their budgets. Reads the database and the tokenizer; trains nothing."""
 
     parent = versions.get_version(engine, name=parent_name) if parent_name else versions.active_version(engine)
-    new, replay = _select(engine, parent.name, config)
+    new, replay = _select(engine, parent.name, config, demo_ids)
     examples = [Example(d.messages, d.corrected_answer, d.id) for d in new + replay]
     prompts, skipped = build_prompts(load_tokenizer(model_dir), examples, config)
     usable = {p.demo_id for p in prompts}
-    return _Plan(
+    return RoundPlan(
         parent,
         [e for e in examples if e.demo_id in usable],
         [d.id for d in new if d.id in usable],
@@ -172,10 +191,10 @@ def _plan(engine: Engine, model_dir: str, config: LearnerConfig, parent_name: st
 
 def _run_locked(
     engine: Engine,
+    plan: RoundPlan,
     model_dir: str,
     data_dir: Path,
     config: LearnerConfig,
-    parent_name: str | None,
     activate: bool,
     min_demos: int,
     on_step: Callable[[dict[str, Any], float], None] | None,
@@ -183,7 +202,6 @@ def _run_locked(
     beat: Heartbeat,
     nproc: int = 1,
 ) -> RoundOutcome:
-    plan = _plan(engine, model_dir, config, parent_name)
     parent = plan.parent
     if len(plan.new_ids) < min_demos:
         why = f"{len(plan.new_ids)} usable approved demonstration(s) that {parent.name} has not learned"
@@ -226,7 +244,7 @@ def _run_locked(
 
 def _train_and_register(
     engine: Engine,
-    plan: _Plan,
+    plan: RoundPlan,
     round_id: int,
     model_dir: str,
     data_dir: Path,
@@ -237,13 +255,19 @@ def _train_and_register(
 ) -> tuple[str, dict[str, Any]]:
     """Train, write the version folder atomically, register it (the folder goes again if registering fails)."""
 
+    events = RoundEvents(data_dir, round_id)
+
     def step_hook(record: dict[str, Any], progress: float) -> None:
         rounds.record_step(engine, round_id=round_id, step=record, progress=progress)
+        events.step(record)
         if on_step is not None:
             on_step(record, progress)
 
-    result = train_parallel(model_dir, plan.examples, config, nproc=nproc, parent_adapter=plan.parent.adapter_path,
-                            on_step=step_hook, should_stop=lambda: beat.lost)  # fmt: skip
+    try:
+        result = train_parallel(model_dir, plan.examples, config, nproc=nproc, on_step=step_hook,
+                                parent_adapter=plan.parent.adapter_path, should_stop=lambda: beat.lost)  # fmt: skip
+    finally:
+        events.close()
     metrics = {**result.metrics, "demonstrations": len(plan.new_ids), "replayed": len(plan.replay_ids),
                "skipped": plan.skipped}  # fmt: skip
     name = _version_name(engine, round_id)

@@ -47,6 +47,7 @@ class LearnJob:
     config: dict[str, Any]
     min_demos: int = 1
     activate: bool = False  # the new version goes live at once, ungated
+    demo_ids: list[int] | None = None  # only these of the waiting demonstrations (Train now's preview); None: all
 
 
 def exit_with_parent() -> None:
@@ -83,6 +84,7 @@ def scheduled_round(job: dict[str, Any]) -> dict[str, Any]:
             data_dir=Path(spec.data_dir),
             config=LearnerConfig.from_dict(spec.config),
             activate=spec.activate,
+            demo_ids=spec.demo_ids,
         )
         log.info("%s", outcome.message)
         return {"status": outcome.status, "message": outcome.message, "round": outcome.round_id,

@@ -65,7 +65,8 @@ def test_learn_now_gates_the_new_version(tiny_model_dir, tmp_path, capsys, monke
     add_demos(engine, 2, start=2, skill="geo")
     assert main([*learn, "--no-gate"]) == 0
     out = capsys.readouterr().out
-    assert "round 3 succeeded: version v3 (candidate)" in out and "gate" not in out
+    assert "round 3 succeeded: version v3 (candidate)" in out and "gate:" not in out
+    assert f"its steps for TensorBoard: tensorboard --logdir {tmp_path / 'tensorboard'} (run round-3)" in out
     assert (
         versions.get_version(engine, name="v3").status == "candidate" and versions.active_version(engine).name == "v2"
     )

@@ -8,7 +8,8 @@
 After a round, app/services/learning.finish_round runs the promotion gate (the settings' gate_margin and
 gate_min_probes) and makes a promoted version live, unless `--activate` (live at once) or `--no-gate` (left a
 candidate); the daemon does the same after each scheduled round, and at start gates a candidate a round left
-ungated.
+ungated. Every round writes its steps, then the gate's scores, as TensorBoard events under
+<data dir>/tensorboard/round-<id>/ (`tensorboard --logdir <data dir>/tensorboard`).
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import threading
 from typing import Any
 
 from app.services import model_folder, open_database
-from app.services.learning import finish_round, learn_job, outcome_of, ungated
+from app.services.learning import finish_round, learn_job, outcome_of, round_config, ungated
 from app.settings import Settings
 from learner.config import LearnerConfig
 from learner.evaluate import EvalConfig
 from learner.gate import verdict
 from learner.rounds import RoundOutcome, run_round
 from learner.scheduler import start_scheduler
+from learner.tensorboard_events import run_folder
 from storage.errors import ApprenticeError
 
 
@@ -69,14 +71,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def config_from(args: argparse.Namespace, settings: Settings) -> LearnerConfig:
-    if args.preset:
-        settings = settings.model_copy(update={"learn_preset": args.preset})
-    overrides = parse_overrides(args.set)
-    if args.method:
-        overrides["method"] = args.method
-    if args.steps is not None:
-        overrides["steps"] = args.steps
-    return settings.learner_config(**overrides)
+    return round_config(settings, preset=args.preset, method=args.method, steps=args.steps,
+                        overrides=parse_overrides(args.set))  # fmt: skip
 
 
 def learn_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -132,11 +128,14 @@ def learn_now(args: argparse.Namespace, settings: Settings, config: LearnerConfi
         for item in outcome.skipped:
             print(f"skipped: {item['reason']}")
         print(outcome.message, flush=True)
+        if outcome.round_id is not None:
+            logdir = run_folder(settings.data_dir, outcome.round_id).parent
+            print(f"its steps for TensorBoard: tensorboard --logdir {logdir} (run round-{outcome.round_id})")
     policy = "activated" if args.activate else "candidate" if args.no_gate else "gate"
     if policy == "gate" and outcome.status == "succeeded" and outcome.version and not args.json:
         print(f"gate: evaluating {outcome.version} and the live version on every skill", flush=True)
     result = finish_round(db, outcome, model_folder=folder, policy=policy, gate_config=settings.gate_config(),
-                          eval_config=EvalConfig(progress=not args.json))  # fmt: skip
+                          eval_config=EvalConfig(progress=not args.json), data_dir=settings.data_dir)  # fmt: skip
     gate = None
     if result.gate is not None:
         gate = {"promoted": result.gate.promote, "reason": result.gate.reason,
@@ -161,7 +160,8 @@ def daemon(settings: Settings, config: LearnerConfig, *, gate: bool = True) -> i
     policy = "activated" if settings.learn_activate else "gate" if gate else "candidate"
 
     def finish(outcome: RoundOutcome) -> None:
-        result = finish_round(db, outcome, model_folder=folder, policy=policy, gate_config=settings.gate_config())
+        result = finish_round(db, outcome, model_folder=folder, policy=policy, gate_config=settings.gate_config(),
+                              data_dir=settings.data_dir)  # fmt: skip
         print(f"[learn] {result.status}: {result.message}", flush=True)
 
     if policy == "gate":  # a round this daemon ran before it stopped may have missed its gate

@@ -8,6 +8,7 @@ app/services/background.py) for the admin to poll; what matters lasts in the dat
 the version, eval_results). One job of a kind at a time.
 
     job = await train_now(state)          # {"id", "kind", "status": "running", ...}
+    job = await train_now(state, method="sft", steps=12, demo_ids=preview.demo_ids)   # steered (see the Rounds tab)
     state.jobs.get(job["id"])
 """
 
@@ -21,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from app.services import model_folder
-from app.services.learning import finish_round_live, outcome_of
+from app.services.learning import finish_round_live, outcome_of, round_config
 from app.services.learning import learn_job as scheduled_job
 from app.state import AppState
 from learner.evaluate import evaluate_version
@@ -42,19 +43,29 @@ def _round_in_worker(job: dict[str, Any]) -> dict[str, Any]:
         return pool.submit(scheduled_round, job).result()
 
 
-def learn_job(state: AppState) -> dict[str, Any]:
-    """The scheduled round's job description, with min_demos 1: "Train now" learns whatever is approved."""
+def learn_job(
+    state: AppState, *, method: str | None = None, steps: int | None = None, demo_ids: list[int] | None = None
+) -> dict[str, Any]:
+    """The scheduled round's job description, with min_demos 1 ("Train now" learns whatever is approved), a method
+    and a budget (optimizer steps) over the deployment's config (app/services/learning.round_config), and only
+    `demo_ids` of the waiting demonstrations when given."""
     settings = state.settings
-    return dataclasses.asdict(scheduled_job(settings, settings.learner_config())) | {"min_demos": 1}
+    config = round_config(settings, method=method, steps=steps)
+    return dataclasses.asdict(scheduled_job(settings, config)) | {"min_demos": 1, "demo_ids": demo_ids}
 
 
-async def train_now(state: AppState) -> dict[str, Any]:
+async def train_now(
+    state: AppState, *, method: str | None = None, steps: int | None = None, demo_ids: list[int] | None = None
+) -> dict[str, Any]:
     """Start a round now (background); then finish_round_live: the gate, and the hot swap when it promotes the
-    candidate (or only the swap when learn_activate made it live at once)."""
+    candidate (or only the swap when learn_activate made it live at once). `method` and `steps` override the
+    deployment's for this round (a bad value raises ApprenticeError before anything starts); `demo_ids` keeps the
+    round to the demonstrations a preview showed (app/services/learning.preview_round)."""
+    spec = learn_job(state, method=method, steps=steps, demo_ids=demo_ids)
 
     async def work(job: dict[str, Any]) -> dict[str, Any]:
         job["message"] = "training (see the round's progress below)"
-        result = await asyncio.to_thread(_round_in_worker, learn_job(state))
+        result = await asyncio.to_thread(_round_in_worker, spec)
         if result.get("status") in ("failed", "busy"):
             raise ApprenticeError(result.get("message") or "the round failed")
         if result.get("status") == "succeeded" and result.get("version"):

@@ -8,8 +8,13 @@ activation rule (app/services/versions.activate). A server then hot-swaps (`fini
 wrote but no gate judged (a restart between the round and its gate) is found and gated when a learning server or
 daemon starts (`gate_ungated`).
 
-    result = finish_round(db, outcome, model_folder=folder, gate_config=settings.gate_config())
+    result = finish_round(db, outcome, model_folder=folder, gate_config=settings.gate_config(), data_dir=data_dir)
     print(result.message)      # round 3 succeeded: ...; gate: v3 is live (promoted: geo 40.0->60.0, ...)
+
+A round's configuration is the deployment's with a method, budget or fields on top (`round_config`: what
+`apprentice learn --now --method/--steps/--set` and the admin's "Train now" both use); `preview_round` says what a
+round would learn before it starts. The gate's scores join the round's TensorBoard run (learner.tensorboard_events)
+when `finish_round` is given the data directory.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import Engine as Database
@@ -30,10 +36,12 @@ from app.state import AppState
 from learner.config import LearnerConfig
 from learner.evaluate import EvalConfig
 from learner.gate import GateConfig, GateDecision, gate_candidate, trained_skills, verdict
-from learner.rounds import RoundOutcome
+from learner.rounds import RoundOutcome, plan_round
 from learner.scheduler import LearnJob, start_scheduler
-from storage import versions
+from learner.tensorboard_events import write_gate
+from storage import demonstrations, rounds, versions
 from storage.errors import ApprenticeError
+from storage.models import Demonstration
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +87,12 @@ def finish_round(
     policy: Policy = "gate",
     gate_config: GateConfig = GateConfig(),
     eval_config: EvalConfig = EvalConfig(),
+    data_dir: Path | None = None,
 ) -> RoundResult:
     """What follows a round: the gate (its verdict recorded in the database first), then a promoted candidate made
     the active version by the one activation rule. Never raises for the gate: a gate that cannot run leaves the
-    version a candidate and says why (the round itself succeeded)."""
+    version a candidate and says why (the round itself succeeded). With `data_dir`, the gate's scores are added to
+    the round's TensorBoard run."""
     base = RoundResult(outcome.status, outcome.message, outcome.round_id, outcome.version)
     if outcome.status != "succeeded" or not outcome.version:
         return base
@@ -113,7 +123,18 @@ def finish_round(
                                    gate_error=why)  # fmt: skip
     line = verdict(candidate, decision)
     log.info("%s", line)
+    if data_dir is not None and outcome.round_id is not None:
+        gate_events(db, data_dir, outcome.round_id, decision)
     return dataclasses.replace(base, message=f"{outcome.message}; {line}", gate=decision, live=decision.promote)
+
+
+def gate_events(db: Database, data_dir: Path, round_id: int, decision: GateDecision) -> None:
+    """The gate's scores into the round's TensorBoard run, at its last recorded step."""
+    try:
+        last = max((s.get("step", 0) for s in rounds.get_round(db, round_id=round_id).steps), default=0)
+        write_gate(data_dir, round_id, decision, step=last)
+    except Exception:  # the verdict is in the database already; its event file is a view of it
+        log.warning("round %s: the gate's TensorBoard events were not written", round_id, exc_info=True)
 
 
 async def finish_round_live(state: AppState, outcome: RoundOutcome, *, policy: Policy = "gate") -> RoundResult:
@@ -122,7 +143,8 @@ async def finish_round_live(state: AppState, outcome: RoundOutcome, *, policy: P
     settings = state.settings
     previous = (await asyncio.to_thread(versions.active_version, state.db)).name
     result = await asyncio.to_thread(finish_round, state.db, outcome, model_folder=model_folder(settings),
-                                     policy=policy, gate_config=settings.gate_config())  # fmt: skip
+                                     policy=policy, gate_config=settings.gate_config(),
+                                     data_dir=settings.data_dir)  # fmt: skip
     if not result.live:
         return result
     try:
@@ -164,6 +186,67 @@ def learn_job(settings: Settings, config: LearnerConfig) -> LearnJob:
         config=config.to_dict(),
         min_demos=settings.learn_min_demos,
         activate=settings.learn_activate,
+    )
+
+
+def round_config(
+    settings: Settings,
+    *,
+    preset: str | None = None,
+    method: str | None = None,
+    steps: int | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> LearnerConfig:
+    """One round's LearnerConfig: the deployment's (its preset, learn_method, learn_config) with another preset, a
+    method, a budget (optimizer steps; 0 derives them from epochs) and any fields on top. Bad values raise
+    ApprenticeError."""
+    if preset:
+        settings = settings.model_copy(update={"learn_preset": preset})
+    changes = dict(overrides or {})
+    if method:
+        changes["method"] = method
+    if steps is not None:
+        changes["steps"] = steps
+    return settings.learner_config(**changes)
+
+
+@dataclass(frozen=True)
+class RoundPreview:
+    """What a round would learn if it started now, and its budget."""
+
+    parent: str  # the live version it continues
+    new: list[Demonstration]  # approved demonstrations it learns
+    replay: list[Demonstration]  # already learned ones it rehearses
+    skipped: list[dict[str, Any]]  # {"demonstration", "reason"}: over a length budget or malformed
+    steps: int  # optimizer steps its config gives
+    budget: str  # how those steps come about, in words
+
+    @property
+    def demo_ids(self) -> list[int]:
+        return [d.id for d in self.new]
+
+
+def budget_words(config: LearnerConfig, prompts: int) -> str:
+    steps = config.optimizer_steps(prompts)
+    if config.steps:
+        return f"{steps} optimizer steps (steps={config.steps})"
+    per_step = min(config.batch_size, max(prompts, 1))
+    return (f"{steps} optimizer steps ({config.epochs:g} passes over {prompts} prompt(s), {per_step} per step, "
+            f"at least {config.min_steps})")  # fmt: skip
+
+
+def preview_round(db: Database, settings: Settings, config: LearnerConfig) -> RoundPreview:
+    """The demonstrations a round with `config` would take now (as learner.rounds.run_round selects them)."""
+    plan = plan_round(db, model_folder(settings), config)
+    by_id = {d.id: d for d in demonstrations.get_demonstrations(db, ids=plan.new_ids + plan.replay_ids)}
+    steps = plan.steps(config)
+    return RoundPreview(
+        parent=plan.parent.name,
+        new=[by_id[i] for i in plan.new_ids if i in by_id],
+        replay=[by_id[i] for i in plan.replay_ids if i in by_id],
+        skipped=plan.skipped,
+        steps=steps,
+        budget=budget_words(config, len(plan.examples)),
     )
 
 

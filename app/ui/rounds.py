@@ -2,8 +2,11 @@
 errors; the "Train now" button; the learning schedule's settings.
 
 A timer re-reads the rounds every few seconds while the tab is open, so a running round's progress and curves move
-by themselves (rounds write every optimizer step to the database). "Train now" starts a round in the background
-(app/services/jobs.train_now: the round, then the gate, then the hot swap of a promoted candidate).
+by themselves (rounds write every optimizer step to the database). "Train now" first shows what the round would take
+(app/services/learning.preview_round: the approved demonstrations, any replayed or left out, the default budget) with
+a method and a budget (optimizer steps) to choose; "Start the round" then starts it in the background on exactly the
+demonstrations shown (app/services/jobs.train_now: the round, then the gate, then the hot swap of a promoted
+candidate).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import gradio as gr
 
 from app.services import queries
 from app.services.jobs import train_now
+from app.services.learning import RoundPreview, preview_round, round_config
 from app.state import AppState
 from app.ui import auth
 from app.ui.admin_view import esc, message, short
@@ -28,6 +32,7 @@ ADMIN = ("admin",)
 HEADERS = ["round", "status", "method", "from → to", "progress", "steps", "demos", "loss", "KL", "started", "s",
            "error"]  # fmt: skip
 REFRESH_S = 3.0
+METHODS = ("sdft", "sft")
 
 
 def _num(value: Any, digits: int = 4) -> str:
@@ -119,6 +124,29 @@ def schedule_html(state: AppState) -> str:
     return f'<table id="rounds-schedule">{rows}<tr><td><b>Overrides</b></td><td>{esc(config)}</td></tr></table>'
 
 
+def preview_html(p: RoundPreview) -> str:
+    """What "Start the round" will learn, before it starts: each demonstration's id and first words."""
+
+    def items(demos: list[Any]) -> str:
+        rows = (f"<li>#{d.id} · {esc(short(d.messages[-1].get('content') if d.messages else '', 70))} → "
+                f"<b>{esc(short(d.corrected_answer, 70))}</b></li>" for d in demos)  # fmt: skip
+        return "<ul>" + "".join(rows) + "</ul>"
+
+    if not p.new:
+        why = "no approved demonstration waits that the live version has not learned"
+        body = f"<p><b>Nothing to learn:</b> {esc(why)} ({esc(p.parent)} is live).</p>"
+    else:
+        body = (f"<p>The round continues <b>{esc(p.parent)}</b> and learns these {len(p.new)} approved "
+                f"demonstration(s):</p>{items(p.new)}")  # fmt: skip
+        if p.replay:
+            body += f"<p>It also rehearses {len(p.replay)} already learned (replay):</p>{items(p.replay)}"
+        body += f"<p>Default budget: {esc(p.budget)}.</p>"
+    if p.skipped:
+        left = "".join(f"<li>#{esc(x['demonstration'])}: {esc(x['reason'])}</li>" for x in p.skipped)
+        body += f"<p>Left out:</p><ul>{left}</ul>"
+    return f'<div id="rounds-preview">{body}</div>'
+
+
 def jobs_html(state: AppState) -> str:
     jobs = [j for j in state.jobs.list() if j["kind"] == "train"][:3]
     if not jobs:
@@ -200,23 +228,72 @@ class RoundHandlers:
         return self.refresh(int(row[0]) if row else None, request)
 
     async def train_now(self, request: gr.Request) -> dict:
+        """Open the round's choices: method, budget, and the demonstrations it would learn now."""
+        c = self.c
         try:
             await asyncio.to_thread(auth.require_role, self.state, request, ADMIN)
-            await train_now(self.state)
-            note = message("Train now started: a round, then the evaluation gate; progress below")
-            return await asyncio.to_thread(self.listing, None, note)
+            config = round_config(self.state.settings)
+            preview = await asyncio.to_thread(preview_round, self.state.db, self.state.settings, config)
         except ApprenticeError as e:
-            return {self.c["message"]: message(str(e), error=True)}
+            return {c["message"]: message(str(e), error=True)}
+        default = preview.steps if preview.new else config.steps or None
+        return {
+            c["box"]: gr.update(visible=True),
+            c["preview"]: preview_html(preview),
+            c["method"]: gr.update(value=config.method, label=f"Method (default: {config.method})"),
+            c["steps"]: gr.update(value=None, placeholder=f"default: {default}" if default else "default"),
+            c["shown"]: preview.demo_ids,
+            c["start"]: gr.update(interactive=bool(preview.new)),
+            c["message"]: "",
+        }
+
+    async def start(self, method: str, steps: float | None, shown: list[int], request: gr.Request) -> dict:
+        """Start the round on the demonstrations the preview showed, with the chosen method and budget."""
+        c = self.c
+        try:
+            await asyncio.to_thread(auth.require_role, self.state, request, ADMIN)
+            if not shown:
+                raise ApprenticeError("nothing to learn: press Train now again once demonstrations are approved")
+            if method not in METHODS:
+                raise ApprenticeError(f"method must be one of {', '.join(METHODS)}")
+            if steps is not None and (steps != int(steps) or steps < 1):
+                raise ApprenticeError(f"the budget is a whole number of optimizer steps, at least 1 (not {steps:g})")
+            budget = None if steps is None else int(steps)
+            await train_now(self.state, method=method, steps=budget, demo_ids=list(shown))
+        except ApprenticeError as e:
+            return {c["message"]: message(str(e), error=True)}
+        steps_words = f"{budget} steps" if budget else "the default budget"
+        what = f"{method}, {steps_words}, demonstration(s) {', '.join(f'#{i}' for i in shown)}"
+        note = message(f"Train now started ({what}): a round, then the evaluation gate; progress below")
+        return {**await asyncio.to_thread(self.listing, None, note), c["box"]: gr.update(visible=False)}
+
+    def cancel(self) -> dict:
+        return {self.c["box"]: gr.update(visible=False), self.c["shown"]: []}
 
 
 def build(state: AppState, demo: gr.Blocks) -> None:
     """Lay out the rounds tab and wire its events (called inside `with gr.Tab(...)`)."""
+    wired(state, demo)
+
+
+def wired(state: AppState, demo: gr.Blocks) -> RoundHandlers:
+    """`build`, returning the tab's handlers (their components in `.c`)."""
     h = RoundHandlers(state)
     with gr.Row(equal_height=True):
         train = gr.Button("Train now", variant="primary", elem_id="rounds-train", scale=1)
         choice = gr.Dropdown([], label="Round", elem_id="rounds-choice", scale=1)
         refresh = gr.Button("Refresh", size="sm", elem_id="rounds-refresh", scale=1)
     note = gr.HTML(elem_id="rounds-message")
+    with gr.Group(visible=False, elem_id="rounds-train-box") as box:
+        preview = gr.HTML(elem_id="rounds-preview-box")
+        with gr.Row(equal_height=True):
+            method = gr.Dropdown(list(METHODS), value=state.settings.learn_method, label="Method",
+                                 elem_id="rounds-method", scale=1)  # fmt: skip
+            steps = gr.Number(None, label="Budget: optimizer steps (empty: the default)", precision=0, minimum=1,
+                              elem_id="rounds-steps", scale=1)  # fmt: skip
+            start = gr.Button("Start the round", variant="primary", elem_id="rounds-start", scale=1)
+            cancel = gr.Button("Cancel", size="sm", elem_id="rounds-cancel", scale=1)
+    shown = gr.State([])
     jobs = gr.HTML(elem_id="rounds-jobs-box")
     table = gr.Dataframe(
         headers=HEADERS, interactive=False, wrap=True, elem_id="rounds-table", max_height=320,
@@ -228,7 +305,8 @@ def build(state: AppState, demo: gr.Blocks) -> None:
         schedule = gr.HTML(elem_id="rounds-schedule-box")
     timer, seen = gr.Timer(REFRESH_S), gr.State("")
     h.c = {"seen": seen, "table": table, "choice": choice, "plot": plot, "detail": detail, "schedule": schedule,
-           "jobs": jobs, "message": note, "timer": timer}  # fmt: skip
+           "jobs": jobs, "message": note, "timer": timer, "box": box, "preview": preview, "method": method,
+           "steps": steps, "shown": shown, "start": start}  # fmt: skip
     listing = [table, choice, plot, detail, schedule, jobs]
     quiet = {"show_progress": "hidden"}
     demo.load(h.on_load, None, [*listing, timer], **quiet)
@@ -236,4 +314,7 @@ def build(state: AppState, demo: gr.Blocks) -> None:
     choice.input(h.refresh, [choice], [*listing, note], **quiet)
     table.select(h.pick_row, None, [*listing, note], **quiet)
     timer.tick(h.tick, [choice, seen], [*listing, seen, timer, note], **quiet)
-    train.click(h.train_now, None, [*listing, note], **quiet)
+    train.click(h.train_now, None, [box, preview, method, steps, shown, start, note], **quiet)
+    start.click(h.start, [method, steps, shown], [*listing, note, box], **quiet)
+    cancel.click(h.cancel, None, [box, shown], **quiet)
+    return h
