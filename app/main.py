@@ -23,6 +23,7 @@ from app.api.openapi import install_openapi
 from app.api.responses import Health
 from app.engines.base import Engine, Limits
 from app.services import model_folder, open_database
+from app.services.arrival_checks import check_arrivals
 from app.services.learning import after_scheduled_round, gate_ungated, start_learning
 from app.services.versions import follow_database, sync_engine
 from app.settings import Settings
@@ -70,10 +71,15 @@ def create_app(settings: Settings, *, ui: bool = True, engine: Engine | None = N
         # a learning server gates its rounds: also one a restart left between its round and its gate
         gating = settings.learn_in_server and not settings.learn_activate
         recovery = asyncio.create_task(gate_ungated(state)) if gating else None
+        arrivals = asyncio.create_task(check_arrivals(state)) if settings.teacher_check_on_arrival else None
         try:
             yield
         finally:
             watcher.cancel()
+            if arrivals is not None:
+                arrivals.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await arrivals  # its lease is released before the engine closes
             if recovery is not None:
                 recovery.cancel()
             if scheduler is not None:

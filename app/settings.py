@@ -109,6 +109,15 @@ class Settings(BaseSettings):
         description="Refuse a reviewer's approval of a correction they wrote or last edited (another reviewer "
         "approves it).",
     )
+    teacher_check_on_arrival: bool = Field(
+        True,
+        description="Run the teacher check of every demonstration waiting for review in the background "
+        "(`apprentice serve`; one at a time, beside chat).",
+    )
+    teacher_check_batch: int = Field(4, ge=1, description="Demonstrations the background teacher check takes per pass.")
+    teacher_check_interval_s: float = Field(
+        10.0, gt=0, description="Seconds between the background teacher check's passes when it has caught up."
+    )
 
     # the promotion gate after every round (learner/gate.py)
     gate_margin: float = Field(

@@ -5,7 +5,10 @@ Formats (one JSON object per line, UTF-8):
   demos, trl    {"prompt": [...] or "text", "privileged_context": "..."}   (TRL's SDFT dataset columns)
   probes        {"id"?, "skill", "category"?, "messages", "answer", "grader", "choices"?}   (see learner/probes.py)
   evals, csv    version,skill,score,n,created,fingerprint   (import reads version,skill,score,n)
-Keys an import does not know are ignored, so an exported file imports back as is.
+  ratings       {"response_id", "version", "rating": 1 | -1, "reason", "user", "created", "messages", "reply",
+                 "demonstration"}   (export only: a rating belongs to a stored reply)
+Keys an import does not know are ignored, so an exported file imports back as is. Demonstrations in our format carry
+the ratings of the reply they corrected ("ratings": [{"rating", "reason", "user", "created"}]).
 
 An import checks every line first. Without `strict`, the good lines land (in one transaction) and the bad ones are
 reported with their line numbers; with `strict`, one bad line and nothing lands.
@@ -25,13 +28,14 @@ from typing import Any
 from sqlalchemy import Engine
 
 from learner.probes import check_name, parse_probe
-from storage import evals, probes, review, versions
+from storage import evals, probes, ratings, review, versions
 from storage.demonstrations import list_demonstrations, validate_messages
 from storage.errors import ApprenticeError
 from storage.models import DEMO_STATUSES
 
-KINDS = ("demos", "probes", "evals")
-FORMATS = {"demos": ("ours", "trl"), "probes": ("ours",), "evals": ("csv", "ours")}
+KINDS = ("demos", "probes", "evals")  # what an import takes
+EXPORT_KINDS = (*KINDS, "ratings")
+FORMATS = {"demos": ("ours", "trl"), "probes": ("ours",), "evals": ("csv", "ours"), "ratings": ("ours",)}
 CSV_FIELDS = ("version", "skill", "score", "n", "created", "fingerprint")
 
 
@@ -60,13 +64,17 @@ class ImportReport:
 
 
 def detect_kind(text: str) -> str:
-    """'probes' when the first record has a grader, 'evals' for a CSV with a version column, else 'demos'."""
+    """'probes' when the first record has a grader, 'ratings' when it has a rating and a reply (an export of ratings,
+    which an import refuses), 'evals' for a CSV with a version column, else 'demos'."""
     first = next((line for line in text.splitlines() if line.strip()), "")
     if first.lstrip().startswith("{"):
         try:
-            return "probes" if "grader" in json.loads(first) else "demos"
+            record = json.loads(first)
         except json.JSONDecodeError:
             return "demos"
+        if isinstance(record, dict) and "rating" in record and "reply" in record:
+            return "ratings"
+        return "probes" if isinstance(record, dict) and "grader" in record else "demos"
     return "evals" if "version" in first.split(",") else "demos"
 
 
@@ -143,6 +151,8 @@ def import_text(
 ) -> ImportReport:
     """Check every record of `text`, then store the good ones (or none, with `strict`, if any is bad)."""
     kind = kind or detect_kind(text)
+    if kind == "ratings":
+        raise ApprenticeError("ratings are exported, not imported: each belongs to a reply stored here")
     if kind not in KINDS:
         raise ApprenticeError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     if approve and kind != "demos":
@@ -222,8 +232,8 @@ def _probe_item(spec: Any) -> dict[str, Any]:
 
 def export_text(engine: Engine, *, kind: str, fmt: str | None = None, status: str | None = None) -> tuple[str, int]:
     """(file text, records written). Demonstrations: all statuses unless `status` (TRL format: approved only)."""
-    if kind not in KINDS:
-        raise ApprenticeError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    if kind not in EXPORT_KINDS:
+        raise ApprenticeError(f"unknown kind {kind!r}; use one of {', '.join(EXPORT_KINDS)}")
     fmt = fmt or FORMATS[kind][0]
     if fmt not in FORMATS[kind]:
         raise ApprenticeError(f"{kind} export formats: {', '.join(FORMATS[kind])} (not {fmt!r})")
@@ -233,6 +243,9 @@ def export_text(engine: Engine, *, kind: str, fmt: str | None = None, status: st
         raise ApprenticeError("--status applies to demonstrations only")
     if kind == "probes":
         rows = [_probe_json(p) for p in probes.list_probes(engine)]
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), len(rows)
+    if kind == "ratings":
+        rows = ratings.export_ratings(engine)
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), len(rows)
     return _export_evals(engine, fmt)
 
@@ -246,6 +259,9 @@ def _export_demos(engine: Engine, fmt: str, status: str | None) -> tuple[str, in
     if fmt == "trl":
         rows = [{"prompt": d.messages, "privileged_context": d.corrected_answer} for d in demos]
     else:
+        rated = ratings.ratings_by_message(
+            engine, message_ids=[d.source_message_id for d in demos if d.source_message_id]
+        )
         rows = [
             {
                 "id": d.id,
@@ -255,6 +271,7 @@ def _export_demos(engine: Engine, fmt: str, status: str | None) -> tuple[str, in
                 "original_answer": d.original_answer,
                 "status": d.status,
                 "created": d.created.isoformat(),
+                "ratings": rated.get(d.source_message_id or 0, []),
             }
             for d in demos
         ]

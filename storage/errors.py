@@ -21,3 +21,7 @@ class Forbidden(ApprenticeError):
 
 class SchemaTooNew(ApprenticeError):
     status = 500
+
+
+class SecondLook(Conflict):
+    """An approval the teacher check flagged: it goes through only when the reviewer confirms it."""

@@ -22,8 +22,12 @@ from sqlalchemy.orm import aliased
 from storage.db import reading
 from storage.errors import ApprenticeError
 from storage.models import DEMO_STATUSES, Demonstration, RoundDemonstration, TeacherCheck, User
+from storage.teacher_checks import AGREES, current_check_exists
 
 MAX_PAGE = 500
+# The teacher check of the correction as it reads now: the teacher disagrees; it agrees and the student does not yet;
+# both agree (nothing to learn); no check of this text yet (new, or edited since its check).
+CHECK_STATES = ("flagged", "learnable", "known", "unchecked")
 
 
 @dataclass(frozen=True)
@@ -38,10 +42,13 @@ class QueueFilter:
     text: str | None = None
     round_id: int | None = None  # demonstrations a training round learned (lineage)
     teacher_below: float | None = None  # whose latest teacher check agreed with the correction less than this
+    check: str | None = None  # one of CHECK_STATES
 
     def __post_init__(self) -> None:
         if self.status is not None and self.status not in DEMO_STATUSES:
             raise ApprenticeError(f"unknown status {self.status!r}; use one of {', '.join(DEMO_STATUSES)}")
+        if self.check is not None and self.check not in CHECK_STATES:
+            raise ApprenticeError(f"unknown teacher check state {self.check!r}; use one of {', '.join(CHECK_STATES)}")
 
     def conditions(self) -> list[Any]:
         out: list[Any] = []
@@ -65,6 +72,8 @@ class QueueFilter:
                 TeacherCheck.id.in_(latest), TeacherCheck.teacher_agreement < self.teacher_below
             )
             out.append(Demonstration.id.in_(flagged))
+        if self.check is not None:
+            out.append(_check_condition(self.check))
         if self.text and self.text.strip():
             escaped = self.text.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             pattern = f"%{escaped}%"
@@ -76,6 +85,24 @@ class QueueFilter:
                 )
             )
         return out
+
+
+def _check_condition(state: str) -> Any:
+    if state == "unchecked":
+        return ~current_check_exists()
+    checked = aliased(Demonstration)
+    latest = select(func.max(TeacherCheck.id)).group_by(TeacherCheck.demonstration_id)
+    verdict = {
+        "flagged": TeacherCheck.teacher_agreement < AGREES,
+        "learnable": (TeacherCheck.teacher_agreement >= AGREES) & (TeacherCheck.student_agreement < AGREES),
+        "known": (TeacherCheck.teacher_agreement >= AGREES) & (TeacherCheck.student_agreement >= AGREES),
+    }[state]
+    current = (
+        select(TeacherCheck.demonstration_id)
+        .join(checked, checked.id == TeacherCheck.demonstration_id)
+        .where(TeacherCheck.id.in_(latest), TeacherCheck.correction == checked.corrected_answer, verdict)
+    )
+    return Demonstration.id.in_(current)
 
 
 @dataclass(frozen=True)

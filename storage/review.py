@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session
 from storage.db import transaction
 from storage.demo_history import correction_owners, record_edit
 from storage.demonstrations import validate_messages
-from storage.errors import ApprenticeError, Conflict, Forbidden, NotFound
+from storage.errors import ApprenticeError, Conflict, Forbidden, NotFound, SecondLook
 from storage.models import Demonstration, Probe, utcnow
 from storage.probes import ensure_skill, insert_probe
+from storage.teacher_checks import flagged_check
 
 
 def _decide(
@@ -38,15 +39,27 @@ def _decide(
     return demo
 
 
-def approve(engine: Engine, *, demo_id: int, reviewer_id: int | None, forbid_self: bool = False) -> Demonstration:
-    """`forbid_self`: refuse a reviewer who wrote the correction or last changed its text (a second pair of eyes)."""
+def approve(
+    engine: Engine, *, demo_id: int, reviewer_id: int | None, forbid_self: bool = False, refuse_flagged: bool = False
+) -> Demonstration:
+    """`forbid_self`: refuse a reviewer who wrote the correction or last changed its text (a second pair of eyes).
+    `refuse_flagged`: refuse (SecondLook) when the latest teacher check of the correction as it reads now flags it;
+    the reviewer looks again and approves without it to confirm."""
     with transaction(engine) as s:
-        if forbid_self and reviewer_id is not None:
+        forbid_self = forbid_self and reviewer_id is not None
+        if forbid_self or refuse_flagged:
             demo = s.scalar(select(Demonstration).where(Demonstration.id == demo_id).with_for_update())
-            if demo is not None and reviewer_id in correction_owners(s, demo):
+            if demo is not None and forbid_self and reviewer_id in correction_owners(s, demo):
                 raise Forbidden(
                     f"demonstration {demo_id}'s correction is yours (you wrote or last edited it): "
                     "another reviewer approves it (review_forbid_self_approval is on)"
+                )
+            check = flagged_check(s, demo) if demo is not None and refuse_flagged and demo.status == "pending" else None
+            if check is not None:
+                raise SecondLook(
+                    f"demonstration {demo_id} is flagged: with it in context, {check.version} still answers "
+                    f"differently (agreement {check.teacher_agreement:.2f}), so there is little to learn from it; "
+                    "look at it again, then confirm the approval"
                 )
         return _decide(s, demo_id, {"status": "approved", "reviewer_id": reviewer_id, "reviewed": utcnow()})
 

@@ -18,6 +18,10 @@ from storage.db import make_engine, upgrade
 from storage.versions import ensure_base_version
 
 torch.set_num_threads(2)
+# The server's background teacher check of new demonstrations would race with the tests that approve them (a flagged
+# one asks for a confirmation); the tests of that check turn it on (Settings(teacher_check_on_arrival=True), or the
+# variable in a server's environment).
+os.environ.setdefault("APPRENTICE_TEACHER_CHECK_ON_ARRIVAL", "0")
 
 
 @pytest.fixture(scope="session")

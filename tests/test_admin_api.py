@@ -70,6 +70,7 @@ def register(db, data_dir, tiny_model_dir, name: str, parent: str, demo_ids: lis
 # --- roles ---------------------------------------------------------------------------------------------------------
 
 REVIEW_PATHS = re.compile(r"^/api/admin/demonstrations")
+VERSION_READS = re.compile(r"^/api/admin/versions/v0(/compare)?$|^/api/admin/versions$")  # GET: reviewers compare
 
 
 def admin_routes() -> list[tuple[str, str]]:
@@ -94,7 +95,7 @@ def test_every_endpoint_is_in_the_openapi_spec_and_refused_to_the_wrong_people(s
         as_user = call(server, method, path, user="bob")
         assert as_user.status_code == 403, (method, path, as_user.text)
         as_reviewer = call(server, method, path, user="rita")
-        if REVIEW_PATHS.match(path):
+        if REVIEW_PATHS.match(path) or (method == "GET" and VERSION_READS.match(path)):
             assert as_reviewer.status_code not in (401, 403), (method, path, as_reviewer.text)
         else:
             assert as_reviewer.status_code == 403, (method, path, as_reviewer.text)
@@ -173,6 +174,26 @@ def test_teacher_check_runs_the_live_model_with_and_without_the_demonstration(se
     assert again["correction_changed"] is True
 
 
+def test_approving_a_flagged_demonstration_needs_confirm_flagged(server):
+    db = server.state.db
+    demo_id, other = new_demo(db, "Quillmark, as checked."), new_demo(db, "Quillmark, unchecked.")
+    checked = call(server, "POST", f"/api/admin/demonstrations/{demo_id}/teacher-check", "rita").json()
+    assert checked["flagged"] is True  # the tiny model's teacher babbles
+    listed = call(server, "GET", "/api/admin/demonstrations", "rita", params={"check": "flagged"}).json()["items"]
+    assert demo_id in [x["id"] for x in listed] and other not in [x["id"] for x in listed]
+    unchecked = call(server, "GET", "/api/admin/demonstrations", "rita", params={"check": "unchecked"}).json()
+    assert other in [x["id"] for x in unchecked["items"]] and demo_id not in [x["id"] for x in unchecked["items"]]
+    assert call(server, "GET", "/api/admin/demonstrations", "rita", params={"check": "maybe"}).status_code == 400
+    refused = call(server, "POST", f"/api/admin/demonstrations/{demo_id}/approve", "rita")
+    assert refused.status_code == 409 and "is flagged" in refused.json()["error"]["message"], refused.text
+    bulk = call(server, "POST", "/api/admin/demonstrations/bulk", "rita", json={"ids": [demo_id], "action": "approve"})
+    assert bulk.json()["done"] == [] and "flagged" in bulk.json()["failed"][0]["error"]
+    done = call(server, "POST", f"/api/admin/demonstrations/{demo_id}/approve", "rita",
+                params={"confirm_flagged": "true"})  # fmt: skip
+    assert done.status_code == 200 and done.json()["status"] == "approved", done.text
+    assert call(server, "POST", f"/api/admin/demonstrations/{other}/approve", "rita").status_code == 200
+
+
 # --- versions, rounds, evaluation, data -----------------------------------------------------------------------------
 
 
@@ -193,7 +214,7 @@ def test_promote_roll_back_and_compare(server, tiny_model_dir):
 
     promoted = call(server, "POST", "/api/admin/versions/va/activate")
     assert promoted.json() == {"active": "va", "previous": "v0"} and server.state.engine.active == "va"
-    compared = call(server, "GET", "/api/admin/versions/va/compare").json()
+    compared = call(server, "GET", "/api/admin/versions/va/compare", "rita").json()  # a reviewer compares too
     assert compared["parent"] == "v0" and compared["probes"][0]["old"] == "Paris" and not compared["probes"][0][
         "new_correct"]  # fmt: skip
     assert [x["id"] for x in compared["demonstrations"]] == learned and compared["demonstrations"][0]["new"]

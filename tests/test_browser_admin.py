@@ -148,7 +148,8 @@ def test_reviewer_approves_one_and_rejects_one(server, browser):
     url, data = server
     page = sign_in(browser, url, "rex")
     expect(page.get_by_role("tab", name="Review")).to_be_visible()
-    expect(page.get_by_role("tab", name="Versions")).to_be_hidden()  # reviewers see the review tab only
+    expect(page.get_by_role("tab", name="Versions")).to_be_visible()  # reviewers compare versions
+    expect(page.get_by_role("tab", name="Rounds")).to_be_hidden()  # the rest is the admins'
     page.get_by_role("tab", name="Review").click()
     table = page.locator("#review-table")
     expect(page.locator("#review-page-info")).to_contain_text("of 3")

@@ -4,10 +4,12 @@
     curl -X POST -H "Authorization: Bearer $KEY" localhost:7860/api/admin/demonstrations/12/approve
 
 Auth: an API key (`apprentice users key NAME`) as a Bearer token. Reviewers may use the review endpoints
-(/demonstrations...); everything else needs an admin; anyone else gets 403, no key 401. Handlers stay thin: reads
-through app/services/queries.py, writes through app/services/review.py, model work through app/services/answers.py,
-versions.py and jobs.py (shared with the admin tabs). Domain errors become 4xx in the app's one exception handler.
-Long work (train now, evaluations) answers 202 with a job to poll at /api/admin/jobs/{id}.
+(/demonstrations...) and read and compare versions (GET /versions...); everything else needs an admin; anyone else
+gets 403, no key 401. Approving a demonstration its teacher check flags answers 409 unless `confirm_flagged=true`
+(a second look, as the Review tab asks for). Handlers stay thin: reads through app/services/queries.py, writes
+through app/services/review.py, model work through app/services/answers.py, versions.py and jobs.py (shared with
+the admin tabs). Domain errors become 4xx in the app's one exception handler. Long work (train now, evaluations)
+answers 202 with a job to poll at /api/admin/jobs/{id}.
 
     .venv/bin/python -m pytest -q tests/test_admin_api.py
 """
@@ -26,16 +28,16 @@ from app.api.deps import AdminDep, StateDep, UserDep
 from app.api.responses import error_responses
 from app.services import answers, jobs, queries
 from app.services import versions as live
-from app.services.review import review_many
+from app.services.review import review_many, review_one
 from learner.exchange import export_text, import_text
 from storage import review, versions
 from storage.errors import ApprenticeError, Forbidden
 from storage.models import User
-from storage.queue import QueueFilter
+from storage.queue import CHECK_STATES, QueueFilter
 from storage.users import get_user
 
 REVIEWERS = ("admin", "reviewer")
-KIND = Query(description="demos | probes | evals")
+KIND = Query(description="demos | probes | evals (export: also ratings)")
 
 
 async def reviewer_user(user: UserDep) -> User:
@@ -79,7 +81,10 @@ async def list_demonstrations(
     until: Annotated[str | None, Query(description="created before (ISO date/time)")] = None,
     text: Annotated[str | None, Query(description="in the conversation, original or correction")] = None,
     round: Annotated[int | None, Query(ge=1, le=p.MAX_ID, description="learned by this training round")] = None,  # noqa: A002
-    flagged: Annotated[bool, Query(description="only those whose latest teacher check disagrees")] = False,
+    flagged: Annotated[bool, Query(description="only those whose teacher check disagrees (check=flagged)")] = False,
+    check: Annotated[
+        str | None, Query(description="teacher check of the correction as it reads now: " + " | ".join(CHECK_STATES))
+    ] = None,
     before: Annotated[
         int | None, Query(ge=0, le=p.MAX_ID, description="the next, older page: the `older` cursor")
     ] = None,
@@ -94,7 +99,7 @@ async def list_demonstrations(
     flt = QueueFilter(
         status=None if status == "any" else status, skill=skill, author_id=author_id,
         since=_day(since, "since"), until=_day(until, "until"), text=text, round_id=round,
-        teacher_below=queries.AGREES if flagged else None,
+        check="flagged" if flagged and check is None else check,
     )  # fmt: skip
     return await thread(queries.read_queue, state.db, flt, before_id=before, after_id=after, limit=limit)
 
@@ -105,9 +110,18 @@ async def get_demonstration(demo_id: DemoId, user: ReviewerDep, state: StateDep)
 
 
 @router.post("/demonstrations/{demo_id}/approve", response_model=p.DemonstrationOut, summary="Approve (train on it)")
-async def approve(demo_id: DemoId, user: ReviewerDep, state: StateDep) -> dict:
-    forbid_self = state.settings.review_forbid_self_approval
-    await thread(review.approve, state.db, demo_id=demo_id, reviewer_id=user.id, forbid_self=forbid_self)
+async def approve(
+    demo_id: DemoId,
+    user: ReviewerDep,
+    state: StateDep,
+    confirm_flagged: Annotated[
+        bool, Query(description="approve it although its teacher check flags it (409 without, after a second look)")
+    ] = False,
+) -> dict:
+    await thread(
+        review_one, state.db, user, demo_id, "approve", forbid_self=state.settings.review_forbid_self_approval,
+        confirm_flagged=confirm_flagged,
+    )  # fmt: skip
     return await thread(queries.read_demo, state.db, demo_id)
 
 
@@ -151,6 +165,7 @@ async def bulk(body: p.BulkIn, user: ReviewerDep, state: StateDep) -> dict:
         reason=body.reason,
         skill=body.skill,
         forbid_self=state.settings.review_forbid_self_approval,
+        confirm_flagged=body.confirm_flagged,
     )
 
 
@@ -163,16 +178,16 @@ async def teacher_check(demo_id: DemoId, user: ReviewerDep, state: StateDep) -> 
     return await answers.teacher_check(state, demo_id)
 
 
-# --- versions (admins) -----------------------------------------------------------------------------------------
+# --- versions (reading and comparing: reviewers too; making live: admins) -----------------------------------------
 
 
 @router.get("/versions", response_model=list[p.VersionOut], summary="Every model version, oldest first")
-async def list_versions(user: AdminDep, state: StateDep) -> list[dict]:
+async def list_versions(user: ReviewerDep, state: StateDep) -> list[dict]:
     return await thread(queries.version_rows, state.db)
 
 
 @router.get("/versions/{name}", response_model=p.VersionDetailOut, summary="A version, its lineage and lessons")
-async def get_version(name: str, user: AdminDep, state: StateDep) -> dict:
+async def get_version(name: str, user: ReviewerDep, state: StateDep) -> dict:
     return await thread(queries.version_detail, state.db, name)
 
 
@@ -187,7 +202,9 @@ async def rollback(user: AdminDep, state: StateDep) -> dict:
 
 
 @router.get("/versions/{name}/compare", response_model=p.CompareOut, summary="Old (parent) vs new answers")
-async def compare(name: str, user: AdminDep, state: StateDep, sample: Annotated[int, Query(ge=1, le=20)] = 5) -> dict:
+async def compare(
+    name: str, user: ReviewerDep, state: StateDep, sample: Annotated[int, Query(ge=1, le=20)] = 5
+) -> dict:
     return await answers.compare(state, name, sample=sample)
 
 

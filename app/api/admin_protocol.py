@@ -47,6 +47,9 @@ class DemonstrationOut(BaseModel):
     original_answer: str
     corrected_answer: str
     teacher_check: TeacherCheckOut | None = None
+    flagged: bool = Field(
+        False, description="The teacher check of the correction as it reads now disagrees: approval needs confirming."
+    )
 
 
 class QueuePageOut(BaseModel):
@@ -88,6 +91,7 @@ class BulkIn(RequestModel):
     action: Literal["approve", "reject", "hold_out"]
     reason: str = ""
     skill: str | None = None
+    confirm_flagged: bool = Field(False, description="approve flagged demonstrations too (after a second look)")
 
 
 class BulkFailure(BaseModel):

@@ -4,6 +4,7 @@
     apprentice import probes.jsonl [--strict]          # kind detected from the file, or --kind
     apprentice export --kind demos --format trl --out train.jsonl
     apprentice export --kind evals --out evals.csv
+    apprentice export --kind ratings --out ratings.jsonl   # thumbs up / down with reasons (export only)
 
 An import lists each bad line as `line N: reason` on stderr and exits 1 when there was any; the good lines land
 unless --strict. Formats are described in learner/exchange.py and the README.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from app.services import open_database
 from app.settings import Settings
-from learner.exchange import FORMATS, KINDS, export_text, import_text
+from learner.exchange import EXPORT_KINDS, FORMATS, KINDS, export_text, import_text
 from storage.errors import ApprenticeError
 from storage.models import DEMO_STATUSES
 
@@ -30,11 +31,15 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     imp.add_argument("--strict", action="store_true", help="all or nothing: any bad line and nothing is imported")
     imp.add_argument("--skill", help="skill for records that name none")
     imp.set_defaults(handler=import_command)
-    exp = sub.add_parser("export", help="export demonstrations, probes or eval results", parents=[common])
-    exp.add_argument("--kind", choices=KINDS, required=True)
+    exp = sub.add_parser(
+        "export", help="export demonstrations, probes, eval results or ratings of replies", parents=[common]
+    )
+    exp.add_argument("--kind", choices=EXPORT_KINDS, required=True)
     formats = sorted({f for fs in FORMATS.values() for f in fs})
     exp.add_argument(
-        "--format", choices=formats, help="demos: ours|trl; probes: ours; evals: csv|ours (default: first)"
+        "--format",
+        choices=formats,
+        help="demos: ours|trl; probes: ours; evals: csv|ours; ratings: ours (default: first)",
     )
     exp.add_argument(
         "--status", choices=DEMO_STATUSES, help="demonstrations in this state only (trl default: approved)"

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine as Database
 
-from storage import evals, rounds, teacher_checks, versions
+from storage import evals, ratings, rounds, teacher_checks, versions
 from storage.demonstrations import count_fresh, get_demonstrations
 from storage.errors import NotFound
 from storage.models import Demonstration, TeacherCheck, TrainingRound
@@ -23,7 +23,7 @@ from storage.queue import QueueFilter, QueuePage, QueueRow, get_row, queue_page
 from storage.versions import BASE_VERSION
 
 # Below this agreement with the correction an answer "disagrees" (see app/services/answers.py: agreement).
-AGREES = 0.5
+AGREES = teacher_checks.AGREES
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -57,6 +57,8 @@ def demo_dict(row: QueueRow, check: TeacherCheck | None = None) -> dict[str, Any
     if checked is not None:
         checked["correction_changed"] = check.correction != d.corrected_answer
     return {
+        # approving it asks for a second look: the check of the correction as it reads now disagrees
+        "flagged": checked is not None and checked["teacher_disagrees"] and not checked["correction_changed"],
         "id": d.id,
         "status": d.status,
         "skill": d.skill,
@@ -95,6 +97,50 @@ def read_demo(db: Database, demo_id: int) -> dict[str, Any]:
     if row is None:
         raise NotFound(f"no demonstration with id {demo_id}")
     return demo_dict(row, teacher_checks.latest_checks(db, demo_ids=[demo_id]).get(demo_id))
+
+
+# --- ratings -------------------------------------------------------------------------------------------------------
+
+
+def read_rated_down(db: Database, *, before_id: int | None = None, limit: int = 25) -> dict[str, Any]:
+    """Replies rated down that nobody corrected yet, newest rating first (storage/ratings.py)."""
+    page = ratings.rated_down(db, limit=limit, before_id=before_id)
+    items = [
+        {
+            "feedback_id": r.feedback_id,
+            "message_id": r.message_id,
+            "version": r.version,
+            "user": r.user,
+            "reason": r.reason,
+            "rated": iso(r.rated),
+            "question": r.question,
+            "reply": r.reply,
+        }
+        for r in page.rows
+    ]
+    return {"total": page.total, "older": page.older, "items": items}
+
+
+def ratings_per_version(db: Database) -> list[dict[str, Any]]:
+    """Per version that served replies, oldest first: replies, rated up / down, and their shares of the replies and
+    of the rated ones (None when there are none): the live traffic's verdict beside the probes' scores."""
+    counts = ratings.version_ratings(db)
+    out = []
+    for v in versions.list_versions(db):
+        c = counts.get(v.name)
+        if c is None:
+            continue
+        rated = c["up"] + c["down"]
+        out.append(
+            {"version": v.name, "status": v.status, **c, "rated": rated,
+             "up_share": _share(c["up"], c["replies"]), "down_share": _share(c["down"], c["replies"]),
+             "up_of_rated": _share(c["up"], rated), "down_of_rated": _share(c["down"], rated)}
+        )  # fmt: skip
+    return out
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
 
 
 # --- versions ------------------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def tab_specs() -> list[TabSpec]:
     return [
         TabSpec("Chat", auth.ALL_ROLES, chat.build),
         TabSpec("Review", reviewers, review.build),
-        TabSpec("Versions", admin, versions.build),
+        TabSpec("Versions", reviewers, versions.build),  # reviewers compare; making live is the admins'
         TabSpec("Rounds", admin, rounds.build),
         TabSpec("Dashboard", admin, dashboard.build),
         TabSpec("Data", admin, data_tab.build),

@@ -111,7 +111,9 @@ def check_html(check: dict[str, Any] | None) -> str:
 def flag(d: dict[str, Any]) -> str:
     check = d.get("teacher_check")
     if check is None:
-        return ""
+        return "not checked yet"
+    if check.get("correction_changed"):
+        return "edited since its check"
     if check["teacher_disagrees"]:
         return "⚑ teacher disagrees"
     return "known" if check["already_known"] else "learnable"

@@ -3,7 +3,9 @@
 - a version x skill heatmap, coloured by the change against the base model or against each skill's best accepted
   score (red: worse, green: better), each cell labelled with the score, each skill with its probe count;
 - per-skill lines across versions, the general suite's line drawn thick, rejected candidates marked with a red ✗;
-- "Evaluate" scores a version on every skill in the background (app/services/jobs.evaluate).
+- "Evaluate" scores a version on every skill in the background (app/services/jobs.evaluate);
+- live traffic beside the probes: per version, the replies it served and the share of them users rated up and down
+  (a reply's latest rating counts; queries.ratings_per_version).
 
 `heatmap(data, against)` and `lines(data)` are pure (tests/test_dashboard.py checks them on a three-version history).
 """
@@ -19,7 +21,7 @@ from app.services import jobs, queries
 from app.services.queries import Dashboard
 from app.state import AppState
 from app.ui import auth
-from app.ui.admin_view import esc, message
+from app.ui.admin_view import esc, message, table_html
 from storage.errors import ApprenticeError
 
 ADMIN = ("admin",)
@@ -153,6 +155,25 @@ def summary_html(data: Dashboard) -> str:
     )
 
 
+def ratings_html(rows: list[dict[str, Any]]) -> str:
+    """Users' ratings per version: replies served, rated up and down (count and share of the replies), and the
+    share of rated replies rated down."""
+    if not rows:
+        return (
+            '<div id="dashboard-ratings"><p>No replies served yet: users\' thumbs up and down per version will '
+            "show here.</p></div>"
+        )
+    body = [
+        [r["version"] + MARK.get(r["status"], ""), f"{r['replies']:,}",
+         f"{r['up']:,} ({_pct(r['up_share'])})", f"{r['down']:,} ({_pct(r['down_share'])})",
+         f"{r['rated']:,}" + (f" ({_pct(r['down_of_rated'])} of them down)" if r["rated"] else "")]
+        for r in reversed(rows)  # newest first
+    ]  # fmt: skip
+    headers = ["version", "replies", "rated up", "rated down", "rated"]
+    title = "<b>Live traffic</b>: users' ratings of each version's replies (newest version first)"
+    return f'<div id="dashboard-ratings"><div>{title}</div>{table_html(headers, body)}</div>'
+
+
 class DashboardHandlers:
     def __init__(self, state: AppState) -> None:
         self.state = state
@@ -167,6 +188,7 @@ class DashboardHandlers:
             c["heatmap"]: heatmap(data, against) if data.versions else None,
             c["lines"]: lines(data) if data.versions else None,
             c["summary"]: summary_html(data),
+            c["ratings"]: ratings_html(queries.ratings_per_version(self.state.db)),
             c["version"]: gr.update(choices=list(reversed(names)), value=live),
         }
         if note is not None:
@@ -208,12 +230,13 @@ def build(state: AppState, demo: gr.Blocks) -> None:
     summary = gr.HTML(elem_id="dashboard-summary-box")
     heat = gr.Plot(label="Version × skill", elem_id="dashboard-heatmap")
     trend = gr.Plot(label="Skills across versions", elem_id="dashboard-lines")
+    rated = gr.HTML(elem_id="dashboard-ratings-box")
     with gr.Row(equal_height=True):
         version = gr.Dropdown([], label="Version to evaluate", elem_id="dashboard-version", scale=2)
         evaluate = gr.Button("Evaluate on every skill", elem_id="dashboard-evaluate", scale=1)
     note = gr.HTML(elem_id="dashboard-message")
-    h.c = {"heatmap": heat, "lines": trend, "summary": summary, "version": version, "message": note}
-    shown = [heat, trend, summary, version]
+    h.c = {"heatmap": heat, "lines": trend, "summary": summary, "version": version, "message": note, "ratings": rated}
+    shown = [heat, trend, summary, version, rated]
     quiet = {"show_progress": "hidden"}
     demo.load(h.on_load, None, shown, **quiet)
     refresh.click(h.refresh, [against], [*shown, note], **quiet)

@@ -8,9 +8,15 @@
   (the edit fields and actions stay locked until it has loaded, so nothing typed is overwritten or goes to the
   wrong row; every other event that refills them locks them the same way);
 - Approve, Reject (with a reason), Save edits (correction and skill), Hold out (becomes an evaluation probe), and the
-  Teacher check (the live model's answer without and with the demonstration in context);
-- bulk: tick rows in "Select", then approve, reject, hold out or teacher-check them together; "Only those the
-  teacher check flagged" lists the demonstrations whose teacher answer still disagrees with the correction.
+  Teacher check (the live model's answer without and with the demonstration in context; the server also runs it on
+  every new demonstration in the background, app/services/arrival_checks.py);
+- approving a demonstration the teacher check flags asks for a second look: the approval is refused with the reason,
+  and "Approve anyway" appears; it confirms (any other row opened hides it again);
+- the "Teacher check" filter lists flagged, learnable, already known or not yet checked demonstrations;
+- bulk: tick rows in "Select", then approve, reject, hold out or teacher-check them together (a bulk approval leaves
+  flagged ones pending, named in its message: open them to approve them one by one);
+- below, replies users rated down that nobody corrected yet, which a reviewer turns into corrections
+  (app/ui/review_ratings.py).
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ from typing import Any
 import gradio as gr
 
 from app.state import AppState
+from app.ui import review_ratings
 from app.ui.admin_view import QUEUE_HEADERS, check_html, demo_html
-from app.ui.review_handlers import STATUS_CHOICES, ReviewHandlers
+from app.ui.review_handlers import CHECK_CHOICES, STATUS_CHOICES, ReviewHandlers
 
 
 @dataclass
@@ -36,7 +43,7 @@ class ReviewComponents:
     until: gr.Textbox
     text: gr.Textbox
     round: gr.Textbox
-    flagged: gr.Checkbox
+    flagged: gr.Dropdown  # the teacher check state filter
     search: gr.Button
     page_info: gr.Markdown
     newer: gr.Button
@@ -53,6 +60,7 @@ class ReviewComponents:
     edit_skill: gr.Dropdown
     reason: gr.Textbox
     approve: gr.Button
+    approve_anyway: gr.Button  # shown after an approval the teacher check flagged: the confirmation
     reject: gr.Button
     save: gr.Button
     hold_out: gr.Button
@@ -72,7 +80,7 @@ def layout() -> ReviewComponents:
         text = gr.Textbox(label="Text contains", elem_id="review-text", scale=2)
         rnd = gr.Textbox(label="Learned in round", elem_id="review-round", scale=1)
     with gr.Row(equal_height=True):
-        flagged = gr.Checkbox(label="Only those the teacher check flagged", elem_id="review-flagged", scale=3)
+        flagged = gr.Dropdown(CHECK_CHOICES, value="*", label="Teacher check", elem_id="review-check-state", scale=3)
         search = gr.Button("Search", variant="primary", elem_id="review-search", scale=1)
     with gr.Row(equal_height=True):
         page_info = gr.Markdown(elem_id="review-page-info")
@@ -109,6 +117,9 @@ def layout() -> ReviewComponents:
     with gr.Row(equal_height=True):
         reason = gr.Textbox(label="Reason (for reject)", elem_id="review-reason", scale=3)
         approve = gr.Button("Approve", variant="primary", elem_id="review-approve", scale=1)
+        approve_anyway = gr.Button(
+            "Approve anyway (flagged)", variant="stop", elem_id="review-approve-anyway", scale=1, visible=False
+        )
         reject = gr.Button("Reject", variant="stop", elem_id="review-reject", scale=1)
         hold_out = gr.Button("Hold out as probe", elem_id="review-hold-out", scale=1)
         teacher = gr.Button("Teacher check", elem_id="review-teacher", scale=1)
@@ -116,7 +127,7 @@ def layout() -> ReviewComponents:
     return ReviewComponents(
         view, opened, status, skill, author, since, until, text, rnd, flagged, search, page_info, newer, older, table,
         selected, bulk_reason, bulk_approve, bulk_reject, bulk_hold, bulk_check, detail, correction, edit_skill, reason,
-        approve, reject, save, hold_out, teacher, check, message,
+        approve, approve_anyway, reject, save, hold_out, teacher, check, message,
     )  # fmt: skip
 
 
@@ -126,8 +137,8 @@ def build(state: AppState, demo: gr.Blocks) -> None:
     c = h.c = layout()
     filters = [c.status, c.skill, c.author, c.since, c.until, c.text, c.round, c.flagged]
     page = [c.view, c.table, c.page_info, c.newer, c.older, c.selected, c.skill, c.author, c.message]
-    opened = [c.opened, c.detail, c.correction, c.edit_skill, c.check, c.save, c.approve, c.reject, c.hold_out,
-              c.teacher]  # fmt: skip
+    opened = [c.opened, c.detail, c.correction, c.edit_skill, c.check, c.save, c.approve, c.approve_anyway, c.reject,
+              c.hold_out, c.teacher]  # fmt: skip
     quiet = {"show_progress": "hidden"}
 
     # Everything that refills the edit fields first locks them (and the actions) in the browser, at once, with no
@@ -149,6 +160,7 @@ def build(state: AppState, demo: gr.Blocks) -> None:
 
     after = page + opened
     on(c.approve.click, h.approve, [c.view, c.opened], after)
+    on(c.approve_anyway.click, h.approve_anyway, [c.view, c.opened], after)
     on(c.reject.click, h.reject, [c.view, c.opened, c.reason], after + [c.reason])
     on(c.hold_out.click, h.hold_out, [c.view, c.opened, c.edit_skill], after)
     on(c.save.click, h.save, [c.view, c.opened, c.correction, c.edit_skill], after)
@@ -156,3 +168,4 @@ def build(state: AppState, demo: gr.Blocks) -> None:
     for button, action in ((c.bulk_approve, "approve"), (c.bulk_reject, "reject"), (c.bulk_hold, "hold_out")):
         on(button.click, h.bulk_handler(action), [c.view, c.selected, c.bulk_reason], after)
     on(c.bulk_check.click, h.bulk_teacher_check, [c.view, c.selected], after, show_progress="minimal")
+    review_ratings.build(state, demo)

@@ -15,19 +15,21 @@ from typing import Any
 import gradio as gr
 
 from app.services import answers, queries
-from app.services.review import review_many
+from app.services.review import review_many, review_one
 from app.state import AppState
 from app.ui import auth
 from app.ui.admin_view import check_html, demo_html, message, queue_rows
 from app.ui.review_history import history_html
 from storage import review
 from storage.demo_history import edit_history
-from storage.errors import ApprenticeError
+from storage.errors import ApprenticeError, SecondLook
 from storage.models import DEMO_STATUSES, User
 from storage.queue import QueueFilter, queue_authors, queue_skills
 
 REVIEW_ROLES = ("admin", "reviewer")
 STATUS_CHOICES = [(s.replace("_", "-"), s) for s in DEMO_STATUSES] + [("any status", "*")]
+CHECK_CHOICES = [("any", "*"), ("⚑ flagged: the teacher disagrees", "flagged"), ("learnable", "learnable"),
+                 ("already known", "known"), ("not checked yet", "unchecked")]  # fmt: skip
 PAGE = 25
 
 
@@ -43,7 +45,7 @@ def parse_day(text: str | None, what: str) -> str | None:
 
 
 def filter_dict(
-    status: str, skill: str, author: int | None, since: str, until: str, text: str, round_id: str, flagged: bool = False
+    status: str, skill: str, author: int | None, since: str, until: str, text: str, round_id: str, check: str = "*"
 ) -> dict[str, Any]:
     """The filter form as a JSON-able dict (kept in the view state), validated."""
     rnd = (round_id or "").strip().lstrip("#")
@@ -57,7 +59,7 @@ def filter_dict(
         "until": parse_day(until, "before"),
         "text": (text or "").strip() or None,
         "round_id": int(rnd) if rnd else None,
-        "teacher_below": queries.AGREES if flagged else None,
+        "check": None if check in (None, "*") else check,
     }
 
 
@@ -108,7 +110,7 @@ class ReviewHandlers:
         """What the browser locks from a click until the answer that refills them arrives (review.py: a row opened,
         a search, an action): the edit fields, and the actions, which would act on the previously opened row."""
         c = self.c
-        return [c.correction, c.edit_skill, c.save, c.approve, c.reject, c.hold_out, c.teacher]
+        return [c.correction, c.edit_skill, c.save, c.approve, c.approve_anyway, c.reject, c.hold_out, c.teacher]
 
     def unlocked(self) -> dict:
         return {x: gr.update(interactive=True) for x in self.locked()}
@@ -119,12 +121,13 @@ class ReviewHandlers:
 
     def opened(self, demo_id: int | None) -> dict:
         c = self.c
+        hidden = {**self.unlocked(), c.approve_anyway: gr.update(visible=False, interactive=True)}
         if demo_id is None:
-            return {**self.unlocked(), c.opened: None, c.detail: demo_html(None),
+            return {**hidden, c.opened: None, c.detail: demo_html(None),
                     c.correction: gr.update(value="", interactive=True), c.check: check_html(None)}  # fmt: skip
         d = queries.read_demo(self.state.db, demo_id)
         return {
-            **self.unlocked(),
+            **hidden,
             c.opened: demo_id,
             c.detail: demo_html(d) + history_html(edit_history(self.state.db, demo_id=demo_id)),
             c.correction: gr.update(value=d["corrected_answer"], interactive=True),
@@ -147,7 +150,7 @@ class ReviewHandlers:
             self.user(request)
         except ApprenticeError:
             return {self.c.message: ""}  # the tab is hidden from this user; nothing to show
-        return self.search("pending", "*", 0, "", "", "", "", False, request)
+        return self.search("pending", "*", 0, "", "", "", "", "*", request)
 
     def search(
         self,
@@ -158,12 +161,12 @@ class ReviewHandlers:
         until: str,
         text: str,
         round_id: str,
-        flagged: bool,
+        check: str,
         request: gr.Request,
     ) -> dict:
         try:
             self.user(request)
-            out = self.page(filter_dict(status, skill, author, since, until, text, round_id, flagged), {})
+            out = self.page(filter_dict(status, skill, author, since, until, text, round_id, check), {})
             ids = out[self.c.view]["ids"]
             return {**out, **self.opened(ids[0] if ids else None)}
         except ApprenticeError as e:
@@ -198,23 +201,40 @@ class ReviewHandlers:
 
     # --- actions -------------------------------------------------------------------------------------------------
 
-    def act(self, view: dict[str, Any], demo_id: int | None, request: gr.Request, do: Any) -> dict:
+    def act(self, view: dict[str, Any], demo_id: int | None, request: gr.Request, do: Any, reraise: tuple = ()) -> dict:
         try:
             user = self.user(request)
             if demo_id is None:
                 raise ApprenticeError("open a demonstration first (click a row of the queue)")
             note = do(user, int(demo_id))
             return self.refreshed(view, [int(demo_id)], note)
+        except reraise:
+            raise
         except ApprenticeError as e:
             return self.failed(e)
 
-    def approve(self, view: dict[str, Any], demo_id: int | None, request: gr.Request) -> dict:
-        def do(user: User, i: int) -> str:
-            forbid_self = self.state.settings.review_forbid_self_approval
-            review.approve(self.state.db, demo_id=i, reviewer_id=user.id, forbid_self=forbid_self)
-            return f"demonstration #{i} approved; it will be learned in the next round"
+    def approve(self, view: dict[str, Any], demo_id: int | None, request: gr.Request, confirm: bool = False) -> dict:
+        """Approve; one the teacher check flags is refused until the reviewer confirms with "Approve anyway"."""
 
-        return self.act(view, demo_id, request, do)
+        def do(user: User, i: int) -> str:
+            review_one(
+                self.state.db, user, i, "approve", forbid_self=self.state.settings.review_forbid_self_approval,
+                confirm_flagged=confirm,
+            )  # fmt: skip
+            flagged = " although its teacher check flagged it" if confirm else ""
+            return f"demonstration #{i} approved{flagged}; it will be learned in the next round"
+
+        try:
+            return self.act(view, demo_id, request, do, reraise=(SecondLook,))
+        except SecondLook as e:
+            note = f"{e}: read the teacher check below; if the correction is right, press “Approve anyway”"
+            return {
+                **self.failed(ApprenticeError(note)),
+                self.c.approve_anyway: gr.update(visible=True, interactive=True),
+            }
+
+    def approve_anyway(self, view: dict[str, Any], demo_id: int | None, request: gr.Request) -> dict:
+        return self.approve(view, demo_id, request, confirm=True)
 
     def reject(self, view: dict[str, Any], demo_id: int | None, reason: str, request: gr.Request) -> dict:
         def do(user: User, i: int) -> str:
@@ -295,6 +315,8 @@ class ReviewHandlers:
                 note = f"{len(result['done'])} demonstration(s) {verb}"
                 if result["failed"]:
                     note += "; not done: " + "; ".join(f"#{f['id']}: {f['error']}" for f in result["failed"])
+                if action == "approve" and any("is flagged" in f["error"] for f in result["failed"]):
+                    note += " (open a flagged one to approve it after a second look)"
                 return self.refreshed(view, ids, note)
             except ApprenticeError as e:
                 return self.failed(e)

@@ -1,6 +1,7 @@
-"""The Versions tab (admins): every model version with its parent, round, method, demonstrations learned, scores and
-status; for a chosen version its lineage, the demonstrations it learned, old-vs-new answers, and the button that
-makes it live (promote a candidate, or roll back to an earlier version).
+"""The Versions tab (admins and reviewers): every model version with its parent, round, method, demonstrations
+learned, scores and status; for a chosen version its lineage, the demonstrations it learned and old-vs-new answers
+("Compare with its parent"); for admins only, the buttons that make it live (promote a candidate, or roll back to an
+earlier version), hidden from reviewers and refused to them by the handlers.
 
 Activation goes through app/services/versions.go_live (adapter checksum, the database's active version, the
 engine's hot swap), the same path as POST /api/admin/versions/{name}/activate.
@@ -21,6 +22,7 @@ from app.ui.admin_view import esc, message, short, side_by_side, table_html
 from storage.errors import ApprenticeError
 
 ADMIN = ("admin",)
+READERS = ("admin", "reviewer")  # see versions and compare them
 NO_PROBES = "No per-probe replies stored for both versions: evaluate both (Dashboard tab) to compare them here."
 NO_DEMOS = "This version's round learned no demonstrations (or it is the base model)."
 EDITED = " (edited since: the next round learns the new text)"
@@ -96,21 +98,22 @@ class VersionHandlers:
 
     def on_load(self, request: gr.Request) -> dict:
         try:
-            auth.require_role(self.state, request, ADMIN)
+            user = auth.require_role(self.state, request, READERS)
         except ApprenticeError:
             return {self.c["message"]: ""}  # the tab is hidden from this user
-        return self.listing(None)
+        admin = user.role in ADMIN
+        return {**self.listing(None), **{self.c[k]: gr.update(visible=admin) for k in ("activate", "rollback")}}
 
     def refresh(self, chosen: str | None, request: gr.Request) -> dict:
         try:
-            auth.require_role(self.state, request, ADMIN)
+            auth.require_role(self.state, request, READERS)
             return self.listing(chosen)
         except ApprenticeError as e:
             return {self.c["message"]: message(str(e), error=True)}
 
     def pick_row(self, event: gr.SelectData, request: gr.Request) -> dict:
         try:
-            auth.require_role(self.state, request, ADMIN)
+            auth.require_role(self.state, request, READERS)
             row = event.row_value or []
             return self.listing(str(row[0]) if row else None)
         except ApprenticeError as e:
@@ -137,7 +140,7 @@ class VersionHandlers:
 
     async def compare(self, chosen: str | None, request: gr.Request) -> dict:
         try:
-            await asyncio.to_thread(auth.require_role, self.state, request, ADMIN)
+            await asyncio.to_thread(auth.require_role, self.state, request, READERS)
             if not chosen:
                 raise ApprenticeError("choose a version first")
             got = await answers.compare(self.state, chosen)
@@ -175,10 +178,11 @@ def build(state: AppState, demo: gr.Blocks) -> None:
     note = gr.HTML(elem_id="versions-message")
     detail = gr.HTML(elem_id="versions-detail")
     compared = gr.HTML(elem_id="versions-compared")
-    h.c = {"table": table, "choice": choice, "message": note, "detail": detail, "compare": compared}
+    h.c = {"table": table, "choice": choice, "message": note, "detail": detail, "compare": compared,
+           "activate": activate, "rollback": rollback}  # fmt: skip
     listing = [table, choice, note, detail]
     quiet = {"show_progress": "hidden"}
-    demo.load(h.on_load, None, listing, **quiet)
+    demo.load(h.on_load, None, [*listing, activate, rollback], **quiet)
     refresh.click(h.refresh, [choice], listing, **quiet)
     choice.input(h.refresh, [choice], listing, **quiet)
     table.select(h.pick_row, None, listing, **quiet)
