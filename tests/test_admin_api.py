@@ -69,7 +69,7 @@ def register(db, data_dir, tiny_model_dir, name: str, parent: str, demo_ids: lis
 
 # --- roles ---------------------------------------------------------------------------------------------------------
 
-REVIEW_PATHS = re.compile(r"^/api/admin/demonstrations")
+REVIEW_PATHS = re.compile(r"^/api/admin/(demonstrations|ratings)")
 VERSION_READS = re.compile(r"^/api/admin/versions/v0(/compare)?$|^/api/admin/versions$")  # GET: reviewers compare
 
 
@@ -77,7 +77,7 @@ def admin_routes() -> list[tuple[str, str]]:
     out = []
     for route in admin.router.routes:
         for method in sorted(route.methods):
-            path = route.path.format(demo_id=1, name="v0", round_id=1, job_id=1)
+            path = route.path.format(demo_id=1, name="v0", round_id=1, job_id=1, message_id=1)
             out.append((method, path))
     return out
 
@@ -192,6 +192,33 @@ def test_approving_a_flagged_demonstration_needs_confirm_flagged(server):
                 params={"confirm_flagged": "true"})  # fmt: skip
     assert done.status_code == 200 and done.json()["status"] == "approved", done.text
     assert call(server, "POST", f"/api/admin/demonstrations/{other}/approve", "rita").status_code == 200
+
+
+def test_a_reply_rated_down_becomes_a_reviewers_correction(server):
+    asked = {"messages": [{"role": "user", "content": "Capital of Vellor?"}], "max_tokens": 4}
+    reply = call(server, "POST", "/v1/chat/completions", "eve", json=asked).json()
+    verdict = {"response_id": reply["id"], "rating": -1, "reason": "it is Oskartown"}
+    rated = call(server, "POST", "/v1/feedback", "eve", json=verdict)
+    assert rated.status_code == 200, rated.text
+    listed = call(server, "GET", "/api/admin/ratings/rated-down", "rita").json()
+    item = next(x for x in listed["items"] if x["reason"] == "it is Oskartown")
+    assert item["user"] == "eve" and item["question"] == "Capital of Vellor?" and item["version"] == "v0"
+    path = f"/api/admin/ratings/{item['message_id']}/correction"
+    assert call(server, "POST", path, "rita", json={"correction": " "}).status_code == 400
+    made = call(server, "POST", path, "rita", json={"correction": "Oskartown.", "skill": "geo"})
+    assert made.status_code == 200, made.text
+    demo = made.json()
+    assert (demo["status"], demo["author"], demo["corrected_answer"]) == ("pending", "rita", "Oskartown.")
+    assert (
+        demo["question"] == "Capital of Vellor?"
+        and demo["original_answer"] == reply["choices"][0]["message"]["content"]
+    )
+    again = call(server, "GET", "/api/admin/ratings/rated-down", "rita").json()
+    assert item["message_id"] not in [x["message_id"] for x in again["items"]]
+    assert call(server, "POST", path, "rita", json={"correction": "Twice."}).status_code == 409
+    exported = call(server, "GET", "/api/admin/export", params={"kind": "ratings"})
+    assert exported.status_code == 200 and '"reason": "it is Oskartown"' in exported.text
+    assert f'"demonstration": {demo["id"]}' in exported.text
 
 
 # --- versions, rounds, evaluation, data -----------------------------------------------------------------------------

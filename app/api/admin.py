@@ -4,12 +4,12 @@
     curl -X POST -H "Authorization: Bearer $KEY" localhost:7860/api/admin/demonstrations/12/approve
 
 Auth: an API key (`apprentice users key NAME`) as a Bearer token. Reviewers may use the review endpoints
-(/demonstrations...) and read and compare versions (GET /versions...); everything else needs an admin; anyone else
-gets 403, no key 401. Approving a demonstration its teacher check flags answers 409 unless `confirm_flagged=true`
-(a second look, as the Review tab asks for). Handlers stay thin: reads through app/services/queries.py, writes
-through app/services/review.py, model work through app/services/answers.py, versions.py and jobs.py (shared with
-the admin tabs). Domain errors become 4xx in the app's one exception handler. Long work (train now, evaluations)
-answers 202 with a job to poll at /api/admin/jobs/{id}.
+(/demonstrations..., /ratings...) and read and compare versions (GET /versions...); everything else needs an admin;
+anyone else gets 403, no key 401. Approving a demonstration its teacher check flags answers 409 unless
+`confirm_flagged=true` (a second look, as the Review tab asks for). Handlers stay thin: reads through
+app/services/queries.py, writes through app/services/review.py, model work through app/services/answers.py,
+versions.py and jobs.py (shared with the admin tabs). Domain errors become 4xx in the app's one exception handler.
+Long work (train now, evaluations) answers 202 with a job to poll at /api/admin/jobs/{id}.
 
     .venv/bin/python -m pytest -q tests/test_admin_api.py
 """
@@ -30,7 +30,7 @@ from app.services import answers, jobs, queries
 from app.services import versions as live
 from app.services.review import review_many, review_one
 from learner.exchange import export_text, import_text
-from storage import review, versions
+from storage import ratings, review, versions
 from storage.errors import ApprenticeError, Forbidden
 from storage.models import User
 from storage.queue import CHECK_STATES, QueueFilter
@@ -48,6 +48,7 @@ async def reviewer_user(user: UserDep) -> User:
 
 ReviewerDep = Annotated[User, Depends(reviewer_user)]
 DemoId = Annotated[int, Path(ge=1, le=p.MAX_ID, description="a demonstration's id")]
+MessageId = Annotated[int, Path(ge=1, le=p.MAX_ID, description="a reply's id (its message)")]
 RoundId = Annotated[int, Path(ge=1, le=p.MAX_ID, description="a round's id")]
 JobId = Annotated[int, Path(ge=1, le=p.MAX_ID, description="a job's id")]
 
@@ -176,6 +177,29 @@ async def bulk(body: p.BulkIn, user: ReviewerDep, state: StateDep) -> dict:
 )
 async def teacher_check(demo_id: DemoId, user: ReviewerDep, state: StateDep) -> dict:
     return await answers.teacher_check(state, demo_id)
+
+
+@router.get("/ratings/rated-down", response_model=p.RatedPageOut, summary="Replies rated down, no correction yet")
+async def rated_down(
+    user: ReviewerDep,
+    state: StateDep,
+    before: Annotated[int | None, Query(ge=0, le=p.MAX_ID, description="the next, older page: `older`")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 25,
+) -> dict:
+    return await thread(queries.read_rated_down, state.db, before_id=before, limit=limit)
+
+
+@router.post(
+    "/ratings/{message_id}/correction",
+    response_model=p.DemonstrationOut,
+    summary="Correct a rated reply: a pending demonstration the reviewer authors",
+)
+async def correct_rated(message_id: MessageId, body: p.RatedCorrectionIn, user: ReviewerDep, state: StateDep) -> dict:
+    demo = await thread(
+        ratings.correct_rated_reply, state.db, message_id=message_id, reviewer_id=user.id, correction=body.correction,
+        skill=body.skill,
+    )  # fmt: skip
+    return await thread(queries.read_demo, state.db, demo.id)
 
 
 # --- versions (reading and comparing: reviewers too; making live: admins) -----------------------------------------

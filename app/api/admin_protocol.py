@@ -60,6 +60,28 @@ class QueuePageOut(BaseModel):
     items: list[DemonstrationOut]
 
 
+class RatedReplyOut(BaseModel):
+    feedback_id: int
+    message_id: int = Field(description="The reply's id: POST /ratings/{message_id}/correction corrects it.")
+    version: str | None = Field(description="The version that wrote the reply.")
+    user: str
+    reason: str
+    rated: str | None
+    question: str = Field(description="The user turn the reply answered.")
+    reply: str
+
+
+class RatedPageOut(BaseModel):
+    total: int = Field(description="Replies whose latest rating is down and that no demonstration came from.")
+    older: int | None = Field(description="Pass as `before` for the next, older page; null on the last one.")
+    items: list[RatedReplyOut]
+
+
+class RatedCorrectionIn(RequestModel):
+    correction: str = Field(description="What the reply should have said.")
+    skill: str | None = Field(None, description="The demonstration's skill.")
+
+
 class RejectIn(RequestModel):
     reason: str = Field("", description="Why it was rejected (kept with the demonstration).")
 

@@ -8,6 +8,7 @@ app/commands/ (the CLI) call these modules and never each other.
     versions.py   the one activation rule, the hot swap, following the database's active version
     learning.py   the scheduled round's job and the one pipeline after every round (gate, activate, hot swap)
     jobs.py       "Train now" and evaluations as background jobs; background.py keeps their records
+    arrival_checks.py  the teacher check of every new demonstration, in the background of `apprentice serve`
     first_run.py  the first admin account on a database without users (`apprentice serve`)
     export_model.py  a version merged into the base model as a plain transformers folder (`export-model`)
     prune.py      deleting rejected and superseded candidates' adapter folders (`versions prune`)
