@@ -224,7 +224,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # SmolLM2-135M on CPU, chosen with `apprentice bench lifelong` and the whole general suite: teacher-sampled
     # rollouts (they reach the answer on a weak student), the demonstration first in the teacher prompt with no phrase
-    # to copy, 12 exposures per demonstration with 25% replay, and lr 2e-3 held in place by the KL anchor (weight 6) to
+    # to copy, 12 exposures per demonstration with 25% replay, and lr 2e-3 held in place by the KL anchor (weight 10) to
     # the live version on demonstration-free prompts. Every variant measured: bench/results/lifelong/README.md.
     "builtin": {
         "rollout_from": "teacher",
@@ -234,7 +234,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "min_steps": 4,
         "epochs": 12.0,
         "replay_fraction": 0.25,
-        "anchor_weight": 6.0,
+        "anchor_weight": 10.0,
         "anchor_from": "teacher",
         "max_new_tokens": 96,
         "new_tokens_factor": 1.5,
