@@ -6,7 +6,7 @@ are answered greedily in batches of prompts of similar length with left padding,
 `choice` probes are scored by the log-likelihood of each choice as the start of the assistant reply. Same probes, same
 version, same config: same replies and scores, run after run.
 
-    report = evaluate_version(engine, model_folder, "v3")        # every skill; stores eval_results
+    report = evaluate_version(db, model_folder, "v3")        # every skill; stores eval_results
     report.to_json()   # {"version": "v3", "skills": {"general": {"score": 0.41, "n": 305}, ...}}
 
     .venv/bin/python -m pytest -q tests/test_evaluate.py
@@ -288,10 +288,10 @@ def _by_category(members: list[ProbeResult]) -> dict[str, dict[str, float]]:
     return {c: {"score": sum(v) / len(v), "n": len(v)} for c, v in sorted(groups.items())}
 
 
-def sync_general_suite(engine: Engine, path: Path = GENERAL_SUITE) -> probes.WriteCounts:
+def sync_general_suite(db: Engine, path: Path = GENERAL_SUITE) -> probes.WriteCounts:
     """Keep the database's built-in probes equal to the shipped general suite (quick when nothing changed)."""
     items = [_storable(p) for p in load_general_suite(path)]
-    return probes.sync_builtin(engine, items=items)
+    return probes.sync_builtin(db, items=items)
 
 
 def _storable(p: ProbeSpec) -> dict[str, Any]:
@@ -307,7 +307,7 @@ def _storable(p: ProbeSpec) -> dict[str, Any]:
 
 
 def evaluate_version(
-    engine: Engine,
+    db: Engine,
     model_folder: str,
     version: str,
     *,
@@ -318,9 +318,9 @@ def evaluate_version(
     """Score `version` on every skill (or only `skills`) and store the results; raises NotFound for an unknown
     version or a skill without probes."""
     if config.general_suite is not None:
-        sync_general_suite(engine, config.general_suite)
-    row = versions.get_version(engine, name=version)
-    specs = [spec_from_row(p) for p in probes.list_probes(engine, skills=skills)]
+        sync_general_suite(db, config.general_suite)
+    row = versions.get_version(db, name=version)
+    specs = [spec_from_row(p) for p in probes.list_probes(db, skills=skills)]
     missing = sorted(set(skills or []) - {p.skill for p in specs})
     if missing:
         raise NotFound(f"no probes for skill {', '.join(map(repr, missing))}; see `apprentice import --kind probes`")
@@ -331,7 +331,7 @@ def evaluate_version(
     report = score_probes(model, tokenizer, specs, config, version=version)
     if record:
         evals.record_eval(
-            engine,
+            db,
             version=version,
             skills={s: {"score": r.score, "n": r.n, "details": report.details(s)} for s, r in report.skills.items()},
         )

@@ -13,8 +13,8 @@ the ratings of the reply they corrected ("ratings": [{"rating", "reason", "user"
 An import checks every line first. Without `strict`, the good lines land (in one transaction) and the bad ones are
 reported with their line numbers; with `strict`, one bad line and nothing lands.
 
-    report = import_text(engine, text, kind="demos", approve=True)
-    text = export_text(engine, kind="demos", fmt="trl")
+    report = import_text(db, text, kind="demos", approve=True)
+    text = export_text(db, kind="demos", fmt="trl")
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def _parse_eval(row: dict[str, str], known_versions: set[str]) -> dict[str, Any]
 
 
 def import_text(
-    engine: Engine,
+    db: Engine,
     text: str,
     *,
     kind: str | None = None,
@@ -157,7 +157,7 @@ def import_text(
         raise ApprenticeError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     if approve and kind != "demos":
         raise ApprenticeError("--approve applies to demonstrations only")
-    known_versions = {v.name for v in versions.list_versions(engine)} if kind == "evals" else set()
+    known_versions = {v.name for v in versions.list_versions(db)} if kind == "evals" else set()
     parse = {
         "demos": lambda obj: parse_demo(obj, default_skill=skill),
         "probes": lambda obj: parse_probe(obj, default_skill=skill),
@@ -177,7 +177,7 @@ def import_text(
         report.landed = False
         return report
     items = [item for number, item in good if number not in {n for n, _ in report.bad}]
-    _store(engine, kind, items, report, approve=approve, reviewer_id=reviewer_id)
+    _store(db, kind, items, report, approve=approve, reviewer_id=reviewer_id)
     return report
 
 
@@ -194,16 +194,16 @@ def _check_duplicate_ids(good: list[tuple[int, Any]], report: ImportReport) -> N
 
 
 def _store(
-    engine: Engine, kind: str, items: list[Any], report: ImportReport, *, approve: bool, reviewer_id: int | None
+    db: Engine, kind: str, items: list[Any], report: ImportReport, *, approve: bool, reviewer_id: int | None
 ) -> None:
     if not items:
         return
     if kind == "demos":
         report.added, report.unchanged = review.import_demonstrations(
-            engine, items=items, approve=approve, reviewer_id=reviewer_id
+            db, items=items, approve=approve, reviewer_id=reviewer_id
         )
     elif kind == "probes":
-        counts = probes.add_probes(engine, items=[_probe_item(p) for p in items])
+        counts = probes.add_probes(db, items=[_probe_item(p) for p in items])
         report.added, report.updated, report.unchanged = counts.added, counts.updated, counts.unchanged
     else:
         by_version: dict[str, dict[str, dict[str, Any]]] = {}
@@ -214,7 +214,7 @@ def _store(
                 "details": {"source": "import"},
             }
         for version, skills in by_version.items():
-            evals.record_eval(engine, version=version, skills=skills)
+            evals.record_eval(db, version=version, skills=skills)
             report.added += len(skills)
 
 
@@ -230,7 +230,7 @@ def _probe_item(spec: Any) -> dict[str, Any]:
     }
 
 
-def export_text(engine: Engine, *, kind: str, fmt: str | None = None, status: str | None = None) -> tuple[str, int]:
+def export_text(db: Engine, *, kind: str, fmt: str | None = None, status: str | None = None) -> tuple[str, int]:
     """(file text, records written). Demonstrations: all statuses unless `status` (TRL format: approved only)."""
     if kind not in EXPORT_KINDS:
         raise ApprenticeError(f"unknown kind {kind!r}; use one of {', '.join(EXPORT_KINDS)}")
@@ -238,30 +238,28 @@ def export_text(engine: Engine, *, kind: str, fmt: str | None = None, status: st
     if fmt not in FORMATS[kind]:
         raise ApprenticeError(f"{kind} export formats: {', '.join(FORMATS[kind])} (not {fmt!r})")
     if kind == "demos":
-        return _export_demos(engine, fmt, status)
+        return _export_demos(db, fmt, status)
     if status is not None:
         raise ApprenticeError("--status applies to demonstrations only")
     if kind == "probes":
-        rows = [_probe_json(p) for p in probes.list_probes(engine)]
+        rows = [_probe_json(p) for p in probes.list_probes(db)]
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), len(rows)
     if kind == "ratings":
-        rows = ratings.export_ratings(engine)
+        rows = ratings.export_ratings(db)
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), len(rows)
-    return _export_evals(engine, fmt)
+    return _export_evals(db, fmt)
 
 
-def _export_demos(engine: Engine, fmt: str, status: str | None) -> tuple[str, int]:
+def _export_demos(db: Engine, fmt: str, status: str | None) -> tuple[str, int]:
     if status is None and fmt == "trl":
         status = "approved"
     if status is not None and status not in DEMO_STATUSES:
         raise ApprenticeError(f"unknown status {status!r}; use one of {', '.join(DEMO_STATUSES)}")
-    demos = list_demonstrations(engine, status=status, limit=10**9)
+    demos = list_demonstrations(db, status=status, limit=10**9)
     if fmt == "trl":
         rows = [{"prompt": d.messages, "privileged_context": d.corrected_answer} for d in demos]
     else:
-        rated = ratings.ratings_by_message(
-            engine, message_ids=[d.source_message_id for d in demos if d.source_message_id]
-        )
+        rated = ratings.ratings_by_message(db, message_ids=[d.source_message_id for d in demos if d.source_message_id])
         rows = [
             {
                 "id": d.id,
@@ -284,8 +282,8 @@ def _probe_json(p: Any) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v not in (None, "")}
 
 
-def _export_evals(engine: Engine, fmt: str) -> tuple[str, int]:
-    rows = evals.list_results(engine)
+def _export_evals(db: Engine, fmt: str) -> tuple[str, int]:
+    rows = evals.list_results(db)
     if fmt == "ours":
         lines = [
             json.dumps(

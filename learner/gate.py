@@ -15,7 +15,7 @@ every round through app/services/learning.finish_round (the verdict recorded, th
 by the one activation rule, then a server's hot swap). `gate_round` is the same for a script (the lifelong
 benchmark): the round's trained skills, `gate_candidate`, and a promoted candidate made the active version.
 
-    decision = gate_round(engine, model_folder, "v4", config=GateConfig(margin=0.02, min_probes=20))
+    decision = gate_round(db, model_folder, "v4", config=GateConfig(margin=0.02, min_probes=20))
     print(verdict("v4", decision))     # gate: v4 is live (promoted: geo 40.0->60.0, general 47.5->47.2)
 
     .venv/bin/python -m pytest -q tests/test_gate.py
@@ -162,30 +162,30 @@ def _why(check: SkillCheck, config: GateConfig) -> str:
     )
 
 
-def current_fingerprints(engine: Engine, eval_config: EvalConfig) -> dict[str, str]:
+def current_fingerprints(db: Engine, eval_config: EvalConfig) -> dict[str, str]:
     """skill -> fingerprint of its probes as they are now (a stored score with another one is stale)."""
     by_skill: dict[str, list] = {}
-    for row in probes.list_probes(engine):
+    for row in probes.list_probes(db):
         by_skill.setdefault(row.skill, []).append(spec_from_row(row))
     return {skill: fingerprint(specs, eval_config) for skill, specs in by_skill.items()}
 
 
-def fresh_scores(engine: Engine, model_folder: str, version: str, eval_config: EvalConfig) -> dict[str, SkillScore]:
+def fresh_scores(db: Engine, model_folder: str, version: str, eval_config: EvalConfig) -> dict[str, SkillScore]:
     """`version`'s scores on the current probes: stored ones where their probe set is unchanged, the rest scored
     now (and stored)."""
     if eval_config.general_suite is not None:
-        sync_general_suite(engine, eval_config.general_suite)
-    current = current_fingerprints(engine, eval_config)
-    stored = evals.latest_scores(engine, version=version)
+        sync_general_suite(db, eval_config.general_suite)
+    current = current_fingerprints(db, eval_config)
+    stored = evals.latest_scores(db, version=version)
     stale = sorted(s for s in current if s not in stored or stored[s].fingerprint != current[s])
     if stale:
-        evaluate_version(engine, model_folder, version, skills=stale, config=eval_config)
-        stored = evals.latest_scores(engine, version=version)
+        evaluate_version(db, model_folder, version, skills=stale, config=eval_config)
+        stored = evals.latest_scores(db, version=version)
     return {s: SkillScore(stored[s].score, stored[s].n) for s in current}
 
 
 def gate_candidate(
-    engine: Engine,
+    db: Engine,
     model_folder: str,
     *,
     candidate: str,
@@ -196,58 +196,58 @@ def gate_candidate(
 ) -> GateDecision:
     """Evaluate `candidate` and the live version on every skill, decide, record the verdict (a rejected candidate
     gets status 'rejected' and the reason). Returns the decision; the caller activates a promoted candidate."""
-    live = live or versions.active_version(engine).name
-    live_scores = fresh_scores(engine, model_folder, live, eval_config)
-    cand_scores = fresh_scores(engine, model_folder, candidate, eval_config)
-    learned = learned_check(engine, model_folder, candidate=candidate, live=live, config=config)
-    best = best_live_scores(engine, eval_config, exclude=candidate)
+    live = live or versions.active_version(db).name
+    live_scores = fresh_scores(db, model_folder, live, eval_config)
+    cand_scores = fresh_scores(db, model_folder, candidate, eval_config)
+    learned = learned_check(db, model_folder, candidate=candidate, live=live, config=config)
+    best = best_live_scores(db, eval_config, exclude=candidate)
     decision = decide(
         cand_scores, live_scores, trained_skills=trained_skills, config=config, best=best, learned=learned
     )
-    evals.record_gate(engine, candidate=candidate, promote=decision.promote, reason=decision.reason)
+    evals.record_gate(db, candidate=candidate, promote=decision.promote, reason=decision.reason)
     return decision
 
 
-def best_live_scores(engine: Engine, eval_config: EvalConfig, *, exclude: str) -> dict[str, tuple[str, SkillScore]]:
+def best_live_scores(db: Engine, eval_config: EvalConfig, *, exclude: str) -> dict[str, tuple[str, SkillScore]]:
     """skill -> (version, score) of the best stored score, on today's probes, of every version that was ever live."""
-    current = current_fingerprints(engine, eval_config)
+    current = current_fingerprints(db, eval_config)
     best: dict[str, tuple[str, SkillScore]] = {}
-    for v in versions.list_versions(engine):
+    for v in versions.list_versions(db):
         if v.activated is None or v.name == exclude:
             continue
-        for skill, stored in evals.latest_scores(engine, version=v.name).items():
+        for skill, stored in evals.latest_scores(db, version=v.name).items():
             if current.get(skill) == stored.fingerprint and (skill not in best or stored.score > best[skill][1].score):
                 best[skill] = (v.name, SkillScore(stored.score, stored.n))
     return best
 
 
 def learned_check(
-    engine: Engine, model_folder: str, *, candidate: str, live: str, config: GateConfig
+    db: Engine, model_folder: str, *, candidate: str, live: str, config: GateConfig
 ) -> LearnedCheck | None:
     """The candidate against the live version on its round's demonstrations (None for a version no round made)."""
-    cand = versions.get_version(engine, name=candidate)
+    cand = versions.get_version(db, name=candidate)
     if cand.round_id is None:
         return None
     return round_learned(
-        engine,
+        db,
         model_folder,
         round_id=cand.round_id,
-        live_adapter=versions.get_version(engine, name=live).adapter_path,
+        live_adapter=versions.get_version(db, name=live).adapter_path,
         candidate_adapter=cand.adapter_path,
         min_gain=config.learned_min_gain,
     )
 
 
-def trained_skills(engine: Engine, candidate: str) -> list[str]:
+def trained_skills(db: Engine, candidate: str) -> list[str]:
     """The skills of the demonstrations `candidate`'s round learned (none for a version no round made)."""
-    version = versions.get_version(engine, name=candidate)
-    learned = rounds.round_demonstrations(engine, round_id=version.round_id) if version.round_id else []
-    demos = demonstrations.get_demonstrations(engine, ids=[x.demonstration_id for x in learned])
+    version = versions.get_version(db, name=candidate)
+    learned = rounds.round_demonstrations(db, round_id=version.round_id) if version.round_id else []
+    demos = demonstrations.get_demonstrations(db, ids=[x.demonstration_id for x in learned])
     return sorted({d.skill for d in demos if d.skill})
 
 
 def gate_round(
-    engine: Engine,
+    db: Engine,
     model_folder: str,
     candidate: str,
     *,
@@ -257,10 +257,10 @@ def gate_round(
     """Gate the version a round wrote, on the skills that round trained, and make it the active version in the
     database when it passes (servers follow within their version_poll_seconds). If the live version changed while
     the gate evaluated, the candidate was compared with the wrong version: it stays a candidate."""
-    live = versions.active_version(engine).name
-    skills = trained_skills(engine, candidate)
+    live = versions.active_version(db).name
+    skills = trained_skills(db, candidate)
     decision = gate_candidate(
-        engine,
+        db,
         model_folder,
         candidate=candidate,
         trained_skills=skills,
@@ -270,13 +270,13 @@ def gate_round(
     )
     if not decision.promote:
         return decision
-    now = versions.active_version(engine).name
+    now = versions.active_version(db).name
     if now != live:
         why = f"not promoted: the live version changed from {live} to {now} while the gate ran; judged against {live}"
         return GateDecision(False, why, decision.checks)
-    target = versions.get_version(engine, name=candidate)
+    target = versions.get_version(db, name=candidate)
     check_version_adapter(candidate, target.adapter_path, target.checksum)  # never make a damaged adapter live
-    versions.set_active(engine, name=candidate)
+    versions.set_active(db, name=candidate)
     return decision
 
 

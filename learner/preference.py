@@ -5,7 +5,7 @@ The gate (learner.gate) compares the candidate with the live version on the roun
 learned something prefers more corrections than the live version did. Per-token means, not sums: a short correction
 must not win over a long original reply just by being short.
 
-    rows = round_pairs(engine, round_id)                        # [(messages, corrected, original), ...]
+    rows = round_pairs(db, round_id)                        # [(messages, corrected, original), ...]
     prefs = preferences(model_folder, adapter_path, rows)       # [Preference(corrected=-0.8, original=-1.9), ...]
 """
 
@@ -30,11 +30,11 @@ class Preference:
         return self.original is not None and self.corrected > self.original
 
 
-def round_pairs(engine: Engine, round_id: int) -> list[tuple[list[dict[str, str]], str, str]]:
+def round_pairs(db: Engine, round_id: int) -> list[tuple[list[dict[str, str]], str, str]]:
     """(conversation, corrected answer as the round trained on it, original reply) of the round's new demonstrations
     (replayed ones are left out: they were learned before)."""
-    learned = [r for r in rounds.round_demonstrations(engine, round_id=round_id) if not r.replay]
-    demos = {d.id: d for d in demonstrations.get_demonstrations(engine, ids=[r.demonstration_id for r in learned])}
+    learned = [r for r in rounds.round_demonstrations(db, round_id=round_id) if not r.replay]
+    demos = {d.id: d for d in demonstrations.get_demonstrations(db, ids=[r.demonstration_id for r in learned])}
     out = []
     for r in learned:
         demo = demos.get(r.demonstration_id)
@@ -108,9 +108,9 @@ def learned_check(live: list[Preference], candidate: list[Preference], min_gain:
 
 
 def round_learned(
-    engine: Engine, model_folder: str, *, round_id: int, live_adapter: str | None, candidate_adapter: str | None,
+    db: Engine, model_folder: str, *, round_id: int, live_adapter: str | None, candidate_adapter: str | None,
     min_gain: float,
 ) -> LearnedCheck:  # fmt: skip
-    pairs = round_pairs(engine, round_id)
+    pairs = round_pairs(db, round_id)
     live = preferences(model_folder, live_adapter, pairs)
     return learned_check(live, preferences(model_folder, candidate_adapter, pairs), min_gain)

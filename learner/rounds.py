@@ -2,7 +2,7 @@
 optional replay sample) -> train (SDFT or SFT) from the live version -> a new version directory written atomically
 -> the round recorded and the version registered as a candidate.
 
-    outcome = run_round(engine, model_dir=folder, data_dir=Path("data"), config=LearnerConfig.preset("builtin"))
+    outcome = run_round(db, model_dir=folder, data_dir=Path("data"), config=LearnerConfig.preset("builtin"))
     outcome.status   # "succeeded" | "nothing"; a failure raises RoundFailed after recording the error
 
 Only one round runs at a time across processes: the "learner" lease, renewed by a heartbeat thread while training
@@ -56,16 +56,16 @@ class RoundOutcome:
 class Heartbeat(threading.Thread):
     """Renews the lease every ttl/3 seconds; sets `lost` when it cannot (training then stops)."""
 
-    def __init__(self, engine: Engine, owner: str, ttl_s: float) -> None:
+    def __init__(self, db: Engine, owner: str, ttl_s: float) -> None:
         super().__init__(daemon=True, name="learner-lease")
-        self.engine, self.owner, self.ttl_s = engine, owner, ttl_s
+        self.db, self.owner, self.ttl_s = db, owner, ttl_s
         self.lost = False
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.wait(self.ttl_s / 3):
             try:
-                ok = leases.renew(self.engine, name=LEASE, owner=self.owner, ttl_s=self.ttl_s)
+                ok = leases.renew(self.db, name=LEASE, owner=self.owner, ttl_s=self.ttl_s)
             except Exception:  # a busy database: try again next beat, the expiry leaves slack
                 log.warning("could not renew the learner lease", exc_info=True)
                 continue
@@ -77,42 +77,42 @@ class Heartbeat(threading.Thread):
         self._stop_event.set()
 
 
-def recover(engine: Engine, data_dir: Path, *, owner: str | None = None) -> list[int]:
+def recover(db: Engine, data_dir: Path, *, owner: str | None = None) -> list[int]:
     """Mark rounds left running by a dead process failed and delete their leftovers. Needs the lease: takes it
     briefly unless `owner` already holds it; returns [] when another live process is running a round."""
     own = owner or leases.make_owner()
-    if owner is None and not leases.acquire(engine, name=LEASE, owner=own, ttl_s=60):
+    if owner is None and not leases.acquire(db, name=LEASE, owner=own, ttl_s=60):
         return []
     try:
-        failed = rounds.fail_abandoned(engine, error=ABANDONED)
+        failed = rounds.fail_abandoned(db, error=ABANDONED)
         names = [f"v{i}" for i in failed]
-        registered = {v.name for v in versions.list_versions(engine)}
+        registered = {v.name for v in versions.list_versions(db)}
         remove_leftovers(data_dir / "versions", [n for n in names if n not in registered])
         for i in failed:
             log.warning("training round %s was abandoned by a dead process; marked failed", i)
         return failed
     finally:
         if owner is None:
-            leases.release(engine, name=LEASE, owner=own)
+            leases.release(db, name=LEASE, owner=own)
 
 
 def _select(
-    engine: Engine, parent: str, config: LearnerConfig, only: list[int] | None = None
+    db: Engine, parent: str, config: LearnerConfig, only: list[int] | None = None
 ) -> tuple[list[Any], list[Any]]:
-    new = demonstrations.list_unlearned(engine, version=parent)
+    new = demonstrations.list_unlearned(db, version=parent)
     if only is not None:
         wanted = set(only)
         new = [d for d in new if d.id in wanted]
     replay: list[Any] = []
     if new and config.replay_fraction > 0:
-        pool = demonstrations.list_learned(engine, version=parent)
+        pool = demonstrations.list_learned(db, version=parent)
         k = min(len(pool), round(config.replay_fraction * len(new)))
         replay = random.Random(config.seed).sample(pool, k)
     return new, replay
 
 
-def _version_name(engine: Engine, round_id: int) -> str:
-    taken = {v.name for v in versions.list_versions(engine)}
+def _version_name(db: Engine, round_id: int) -> str:
+    taken = {v.name for v in versions.list_versions(db)}
     name, n = f"v{round_id}", 1
     while name in taken:
         name, n = f"v{round_id}.{n}", n + 1
@@ -120,7 +120,7 @@ def _version_name(engine: Engine, round_id: int) -> str:
 
 
 def run_round(
-    engine: Engine,
+    db: Engine,
     *,
     model_dir: str,
     data_dir: Path,
@@ -139,17 +139,17 @@ def run_round(
     adapter fails its checksum, RoundFailed when training or writing failed. `nproc` > 1 trains data-parallel in that
     many processes (learner.parallel)."""
     owner = leases.make_owner()
-    if not leases.acquire(engine, name=LEASE, owner=owner, ttl_s=lease_ttl_s):
-        raise Conflict(f"a learning round is already running ({leases.holder(engine, name=LEASE)})")
-    beat = Heartbeat(engine, owner, lease_ttl_s)
+    if not leases.acquire(db, name=LEASE, owner=owner, ttl_s=lease_ttl_s):
+        raise Conflict(f"a learning round is already running ({leases.holder(db, name=LEASE)})")
+    beat = Heartbeat(db, owner, lease_ttl_s)
     beat.start()
     try:
-        recover(engine, data_dir, owner=owner)
-        plan = plan_round(engine, model_dir, config, parent, demo_ids)
-        return _run_locked(engine, plan, model_dir, data_dir, config, activate, min_demos, on_step, owner, beat, nproc)
+        recover(db, data_dir, owner=owner)
+        plan = plan_round(db, model_dir, config, parent, demo_ids)
+        return _run_locked(db, plan, model_dir, data_dir, config, activate, min_demos, on_step, owner, beat, nproc)
     finally:
         beat.stop()
-        leases.release(engine, name=LEASE, owner=owner)
+        leases.release(db, name=LEASE, owner=owner)
 
 
 @dataclass
@@ -166,7 +166,7 @@ class RoundPlan:
 
 
 def plan_round(
-    engine: Engine,
+    db: Engine,
     model_dir: str,
     config: LearnerConfig,
     parent_name: str | None = None,
@@ -175,8 +175,8 @@ def plan_round(
     """What a round would learn now: unlearned approved demonstrations (only `demo_ids` of them, when given; plus the
     replay sample) that fit their budgets. Reads the database and the tokenizer; trains nothing."""
 
-    parent = versions.get_version(engine, name=parent_name) if parent_name else versions.active_version(engine)
-    new, replay = _select(engine, parent.name, config, demo_ids)
+    parent = versions.get_version(db, name=parent_name) if parent_name else versions.active_version(db)
+    new, replay = _select(db, parent.name, config, demo_ids)
     examples = [Example(d.messages, d.corrected_answer, d.id) for d in new + replay]
     prompts, skipped = build_prompts(load_tokenizer(model_dir), examples, config)
     usable = {p.demo_id for p in prompts}
@@ -190,7 +190,7 @@ def plan_round(
 
 
 def _run_locked(
-    engine: Engine,
+    db: Engine,
     plan: RoundPlan,
     model_dir: str,
     data_dir: Path,
@@ -209,7 +209,7 @@ def _run_locked(
                             skipped=plan.skipped)  # fmt: skip
     check_version_adapter(parent.name, parent.adapter_path, parent.checksum)
     rnd = rounds.create_round(
-        engine,
+        db,
         method=config.method,
         parent_version=parent.name,
         hyperparameters=config.to_dict(),
@@ -219,20 +219,20 @@ def _run_locked(
         answers={e.demo_id: e.answer for e in plan.examples if e.demo_id is not None},
     )
     try:
-        rounds.mark_running(engine, round_id=rnd.id)
-        name, metrics = _train_and_register(engine, plan, rnd.id, model_dir, data_dir, config, on_step, beat, nproc)
+        rounds.mark_running(db, round_id=rnd.id)
+        name, metrics = _train_and_register(db, plan, rnd.id, model_dir, data_dir, config, on_step, beat, nproc)
     except BaseException as e:
         error = str(e) if isinstance(e, ApprenticeError) else f"{type(e).__name__}: {e}"
         log.error("training round %s failed: %s\n%s", rnd.id, error, traceback.format_exc())
         try:
-            rounds.fail_round(engine, round_id=rnd.id, error=error or type(e).__name__)
+            rounds.fail_round(db, round_id=rnd.id, error=error or type(e).__name__)
         except Conflict:  # already marked failed (e.g. recovered by another process after a lost lease)
             pass
         if isinstance(e, Exception):
             raise RoundFailed(f"training round {rnd.id} failed: {error}") from e
         raise
     if activate:
-        versions.set_active(engine, name=name)
+        versions.set_active(db, name=name)
     replayed = f" + {len(plan.replay_ids)} replayed" if plan.replay_ids else ""
     message = (
         f"round {rnd.id} succeeded: version {name} ({'active' if activate else 'candidate'}) from {parent.name}, "
@@ -243,7 +243,7 @@ def _run_locked(
 
 
 def _train_and_register(
-    engine: Engine,
+    db: Engine,
     plan: RoundPlan,
     round_id: int,
     model_dir: str,
@@ -258,7 +258,7 @@ def _train_and_register(
     events = RoundEvents(data_dir, round_id)
 
     def step_hook(record: dict[str, Any], progress: float) -> None:
-        rounds.record_step(engine, round_id=round_id, step=record, progress=progress)
+        rounds.record_step(db, round_id=round_id, step=record, progress=progress)
         events.step(record)
         if on_step is not None:
             on_step(record, progress)
@@ -270,7 +270,7 @@ def _train_and_register(
         events.close()
     metrics = {**result.metrics, "demonstrations": len(plan.new_ids), "replayed": len(plan.replay_ids),
                "skipped": plan.skipped}  # fmt: skip
-    name = _version_name(engine, round_id)
+    name = _version_name(db, round_id)
     manifest = {
         "parent": plan.parent.name,
         "base_model": model_dir,
@@ -285,7 +285,7 @@ def _train_and_register(
     path, checksum = write_version_dir(data_dir / "versions", name, save=result.save, manifest=manifest)
     try:
         rounds.succeed_round(
-            engine, round_id=round_id, version=name, adapter_path=str(path), checksum=checksum, metrics=metrics
+            db, round_id=round_id, version=name, adapter_path=str(path), checksum=checksum, metrics=metrics
         )
     except BaseException:
         remove_leftovers(data_dir / "versions", [name])

@@ -73,13 +73,13 @@ def scheduled_round(job: dict[str, Any]) -> dict[str, Any]:
     exit_with_parent()
 
     spec = LearnJob(**{k: v for k, v in job.items() if k in LearnJob.__dataclass_fields__})  # older jobs had more
-    engine = make_engine(spec.db_url)
+    db = make_engine(spec.db_url)
     try:
-        fresh = count_fresh(engine)
+        fresh = count_fresh(db)
         if fresh < spec.min_demos:
             return {"status": "waiting", "message": f"{fresh} new approved demonstration(s); need {spec.min_demos}"}
         outcome = run_round(
-            engine,
+            db,
             model_dir=spec.model_dir,
             data_dir=Path(spec.data_dir),
             config=LearnerConfig.from_dict(spec.config),
@@ -98,7 +98,7 @@ def scheduled_round(job: dict[str, Any]) -> dict[str, Any]:
         log.exception("scheduled learning round crashed")
         return {"status": "failed", "message": f"{type(e).__name__}: {e}"}
     finally:
-        engine.dispose()
+        db.dispose()
 
 
 def _trigger(interval_minutes: float, cron: str) -> Any:
@@ -138,11 +138,11 @@ def start_scheduler(
     from apscheduler.schedulers.background import BackgroundScheduler
 
     trigger = _trigger(interval_minutes, cron)
-    engine = make_engine(job.db_url)
-    recover(engine, Path(job.data_dir))
+    db = make_engine(job.db_url)
+    recover(db, Path(job.data_dir))
     executor = ThreadPoolExecutor(1) if in_process else ProcessPoolExecutor(1, pool_kwargs={"max_tasks_per_child": 1})
     scheduler = BackgroundScheduler(
-        jobstores={"default": SQLAlchemyJobStore(engine=engine)},
+        jobstores={"default": SQLAlchemyJobStore(engine=db)},
         executors={"default": executor},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": misfire_grace_s},
         timezone=dt.UTC,

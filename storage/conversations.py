@@ -14,28 +14,28 @@ from storage.errors import ApprenticeError, Conflict, NotFound
 from storage.models import Conversation, Demonstration, Feedback, Message, utcnow
 
 
-def create_conversation(engine: Engine, *, user_id: int, title: str = "") -> Conversation:
-    with transaction(engine) as s:
+def create_conversation(db: Engine, *, user_id: int, title: str = "") -> Conversation:
+    with transaction(db) as s:
         conv = Conversation(user_id=user_id, title=title[:200])
         s.add(conv)
         s.flush()
         return conv
 
 
-def list_conversations(engine: Engine, *, user_id: int, limit: int = 50) -> list[Conversation]:
+def list_conversations(db: Engine, *, user_id: int, limit: int = 50) -> list[Conversation]:
     query = (
         select(Conversation)
         .where(Conversation.user_id == user_id)
         .order_by(Conversation.updated.desc(), Conversation.id.desc())
         .limit(limit)
     )
-    with reading(engine) as s:
+    with reading(db) as s:
         return list(s.scalars(query))
 
 
-def get_messages(engine: Engine, *, conversation_id: int, user_id: int) -> list[Message]:
+def get_messages(db: Engine, *, conversation_id: int, user_id: int) -> list[Message]:
     """The conversation's messages in order; NotFound unless it exists and belongs to `user_id`."""
-    with reading(engine) as s:
+    with reading(db) as s:
         return _owned_messages(s, conversation_id=conversation_id, user_id=user_id)
 
 
@@ -47,7 +47,7 @@ def _owned_messages(s: Session, *, conversation_id: int, user_id: int) -> list[M
 
 
 def add_message(
-    engine: Engine,
+    db: Engine,
     *,
     conversation_id: int,
     role: str,
@@ -56,7 +56,7 @@ def add_message(
     response_id: str | None = None,
 ) -> Message:
     """Append a message at the end of the conversation (in one transaction with the position lookup)."""
-    with transaction(engine) as s:
+    with transaction(db) as s:
         last = s.scalar(
             select(Message.position)
             .where(Message.conversation_id == conversation_id)
@@ -82,10 +82,10 @@ def add_message(
         return msg
 
 
-def record_prompt(engine: Engine, *, user_id: int, conversation_id: int | None, messages: list[dict[str, str]]) -> int:
+def record_prompt(db: Engine, *, user_id: int, conversation_id: int | None, messages: list[dict[str, str]]) -> int:
     """One chat turn's prompt in one transaction: create the conversation (`conversation_id` None) or check that
     the stored one, as its user sees it (`turns`), is a prefix of `messages`; then append the rest. Returns its id."""
-    with transaction(engine) as s:
+    with transaction(db) as s:
         if conversation_id is None:
             title = next((m["content"] for m in messages if m["role"] == "user"), "")
             conv = Conversation(user_id=user_id, title=title.strip()[:80])
@@ -109,9 +109,9 @@ def record_prompt(engine: Engine, *, user_id: int, conversation_id: int | None, 
         return conversation_id
 
 
-def truncate_after(engine: Engine, *, conversation_id: int, user_id: int, position: int) -> None:
+def truncate_after(db: Engine, *, conversation_id: int, user_id: int, position: int) -> None:
     """Delete messages after `position` (retry / edit of an earlier turn)."""
-    with transaction(engine) as s:
+    with transaction(db) as s:
         conv = s.get(Conversation, conversation_id)
         if conv is None or conv.user_id != user_id:
             raise NotFound(f"no conversation {conversation_id} of yours")
@@ -140,7 +140,7 @@ def _owned_assistant_message(
 
 
 def add_feedback(
-    engine: Engine,
+    db: Engine,
     *,
     user_id: int,
     rating: int,
@@ -150,7 +150,7 @@ def add_feedback(
 ) -> Feedback:
     if rating not in (1, -1):
         raise ApprenticeError("rating must be 1 (thumbs up) or -1 (thumbs down)")
-    with transaction(engine) as s:
+    with transaction(db) as s:
         msg = _owned_assistant_message(s, user_id=user_id, message_id=message_id, response_id=response_id)
         fb = Feedback(message_id=msg.id, user_id=user_id, rating=rating, reason=reason)
         s.add(fb)
@@ -159,7 +159,7 @@ def add_feedback(
 
 
 def correct_reply(
-    engine: Engine,
+    db: Engine,
     *,
     user_id: int,
     correction: str,
@@ -173,7 +173,7 @@ def correct_reply(
     is still pending updates that demonstration instead of queueing a duplicate."""
     if not correction.strip():
         raise ApprenticeError("the correction cannot be empty")
-    with transaction(engine) as s:
+    with transaction(db) as s:
         msg = _owned_assistant_message(s, user_id=user_id, message_id=message_id, response_id=response_id, lock=True)
         context = s.scalars(
             select(Message)
@@ -210,9 +210,9 @@ def correct_reply(
         return demo
 
 
-def set_feedback_reason(engine: Engine, *, user_id: int, feedback_id: int, reason: str) -> Feedback:
+def set_feedback_reason(db: Engine, *, user_id: int, feedback_id: int, reason: str) -> Feedback:
     """Add or change the reason of the user's own feedback (the UI records the thumb first, the reason after)."""
-    with transaction(engine) as s:
+    with transaction(db) as s:
         fb = s.get(Feedback, feedback_id)
         if fb is None or fb.user_id != user_id:
             raise NotFound(f"no feedback {feedback_id} of yours")
@@ -221,15 +221,15 @@ def set_feedback_reason(engine: Engine, *, user_id: int, feedback_id: int, reaso
         return fb
 
 
-def corrections_by_message(engine: Engine, *, conversation_id: int, user_id: int) -> dict[int, Demonstration]:
+def corrections_by_message(db: Engine, *, conversation_id: int, user_id: int) -> dict[int, Demonstration]:
     """The correction of each reply that the chat shows (see `_corrections`), keyed by the reply's message id."""
-    with reading(engine) as s:
+    with reading(db) as s:
         return _corrections(s, conversation_id=conversation_id, user_id=user_id)
 
 
-def turns(engine: Engine, *, conversation_id: int, user_id: int) -> list[dict[str, str]]:
+def turns(db: Engine, *, conversation_id: int, user_id: int) -> list[dict[str, str]]:
     """The conversation as its user sees it and the model continues it: each reply as `shown_content` reads it."""
-    with reading(engine) as s:
+    with reading(db) as s:
         stored = _owned_messages(s, conversation_id=conversation_id, user_id=user_id)
         fixes = _corrections(s, conversation_id=conversation_id, user_id=user_id)
         return [{"role": m.role, "content": shown_content(m, fixes.get(m.id))} for m in stored]

@@ -1,8 +1,8 @@
 """Engine, sessions and migrations, on SQLite (one file, the default) or PostgreSQL (several processes or machines).
 
 engine = make_engine("sqlite:///data/apprentice.db")    # or "postgresql://user:pw@host/db" (driver: psycopg 3)
-upgrade(engine)                      # Alembic to head; refuses a database from a newer Apprentice
-with transaction(engine) as s: ...   # one short write transaction; commits or rolls back
+upgrade(db)                      # Alembic to head; refuses a database from a newer Apprentice
+with transaction(db) as s: ...   # one short write transaction; commits or rolls back
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ def make_engine(url: str) -> Engine:
     PostgreSQL runs at its default READ COMMITTED, and a connection is checked before use (a restarted server)."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        db = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
-        @event.listens_for(engine, "connect")
+        @event.listens_for(db, "connect")
         def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
             dbapi_conn.isolation_level = None  # let SQLAlchemy's BEGIN below take control
             cur = dbapi_conn.cursor()
@@ -52,25 +52,25 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=FULL")
             cur.close()
 
-        @event.listens_for(engine, "begin")
+        @event.listens_for(db, "begin")
         def _begin(conn) -> None:  # noqa: ANN001
             # Writers BEGIN IMMEDIATE: they take the write lock up front and queue on busy_timeout, instead of
             # failing with "database is locked" when a read transaction tries to upgrade to a write.
             conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
 
-        return engine
+        return db
     return create_engine(make_url(url), pool_pre_ping=True)
 
 
-def _alembic_config(engine: Engine) -> Config:
+def _alembic_config(db: Engine) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.attributes["engine"] = engine
+    cfg.attributes["engine"] = db
     return cfg
 
 
-def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
+def current_revision(db: Engine) -> str | None:
+    with db.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
@@ -78,9 +78,9 @@ def head_revision() -> str:
     return ScriptDirectory(str(MIGRATIONS)).get_current_head() or ""
 
 
-def check_schema(engine: Engine) -> None:
+def check_schema(db: Engine) -> None:
     """Refuse a database written by a newer Apprentice (a revision our migrations do not know)."""
-    rev = current_revision(engine)
+    rev = current_revision(db)
     known = {s.revision for s in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
     if rev is not None and rev not in known:
         raise SchemaTooNew(
@@ -94,13 +94,13 @@ MIGRATION_LOCK = 0x41505052
 
 
 @contextlib.contextmanager
-def _migration_lock(engine: Engine) -> Iterator[None]:
+def _migration_lock(db: Engine) -> Iterator[None]:
     """Replicas starting at once on PostgreSQL migrate one after the other (the others then find nothing to do);
     SQLite's single writer needs no lock."""
-    if engine.dialect.name != "postgresql":
+    if db.dialect.name != "postgresql":
         yield
         return
-    with engine.connect() as conn:
+    with db.connect() as conn:
         conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
         conn.commit()
         try:
@@ -110,18 +110,18 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
             conn.commit()
 
 
-def upgrade(engine: Engine) -> str:
+def upgrade(db: Engine) -> str:
     """Apply every migration up to head; returns the revision now in place."""
-    with _migration_lock(engine):
-        check_schema(engine)
+    with _migration_lock(db):
+        check_schema(db)
         # SQLite: the migration's transaction takes the write lock up front, so processes starting at once queue
         # on the busy timeout instead of failing to upgrade a read lock.
-        command.upgrade(_alembic_config(engine.execution_options(sqlite_begin="IMMEDIATE")), "head")
+        command.upgrade(_alembic_config(db.execution_options(sqlite_begin="IMMEDIATE")), "head")
     return head_revision()
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def session_factory(db: Engine) -> sessionmaker[Session]:
+    return sessionmaker(db, expire_on_commit=False)
 
 
 BUSY_TIMEOUT_S = 30  # the busy_timeout pragma above, in seconds
@@ -130,16 +130,16 @@ _WRITERS_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _writer_turn(engine: Engine) -> Iterator[None]:
+def _writer_turn(db: Engine) -> Iterator[None]:
     """On SQLite, a process's writers take turns on a lock before BEGIN IMMEDIATE: a waiting thread wakes as soon as
     the writer before it commits, where SQLite's busy handler would have it sleep and poll (up to 100 ms a try),
     which under many concurrent writers left some waiting for seconds. Other processes still queue on busy_timeout,
     and so does a writer that waited as long as that (never a deadlock the busy timeout would not have had)."""
-    if engine.dialect.name != "sqlite":
+    if db.dialect.name != "sqlite":
         yield
         return
     with _WRITERS_LOCK:
-        lock = _SQLITE_WRITERS.setdefault(engine, threading.RLock())
+        lock = _SQLITE_WRITERS.setdefault(db, threading.RLock())
     turn = lock.acquire(timeout=BUSY_TIMEOUT_S)
     try:
         yield
@@ -149,16 +149,16 @@ def _writer_turn(engine: Engine) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def transaction(engine: Engine) -> Iterator[Session]:
+def transaction(db: Engine) -> Iterator[Session]:
     """One short unit of work: commit on success, roll back on error. Objects stay usable after commit."""
-    with _writer_turn(engine), engine.connect() as conn:
+    with _writer_turn(db), db.connect() as conn:
         conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         with Session(bind=conn, expire_on_commit=False) as session, session.begin():
             yield session
 
 
 @contextlib.contextmanager
-def reading(engine: Engine) -> Iterator[Session]:
+def reading(db: Engine) -> Iterator[Session]:
     """A read-only session (no write lock is taken on SQLite)."""
-    with Session(engine, expire_on_commit=False) as session:
+    with Session(db, expire_on_commit=False) as session:
         yield session

@@ -18,10 +18,10 @@ def record_edit(session: Session, *, demo_id: int, editor_id: int | None, change
         session.add(DemonstrationEdit(demonstration_id=demo_id, editor_id=editor_id, changes=changes))
 
 
-def edit_history(engine: Engine, *, demo_id: int) -> list[dict[str, Any]]:
+def edit_history(db: Engine, *, demo_id: int) -> list[dict[str, Any]]:
     """Every edit of a demonstration, oldest first: {"editor" (name, None when unknown or removed), "when",
     "changes": {field: [before, after]}}."""
-    with reading(engine) as s:
+    with reading(db) as s:
         rows = s.execute(
             select(DemonstrationEdit, User.name)
             .outerjoin(User, User.id == DemonstrationEdit.editor_id)

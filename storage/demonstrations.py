@@ -32,7 +32,7 @@ def validate_messages(messages: Any) -> list[dict[str, str]]:
 
 
 def create_demonstration(
-    engine: Engine,
+    db: Engine,
     *,
     messages: list[dict[str, str]],
     corrected_answer: str,
@@ -45,7 +45,7 @@ def create_demonstration(
     messages = validate_messages(messages)
     if not corrected_answer.strip():
         raise ApprenticeError("the corrected answer cannot be empty")
-    with transaction(engine) as s:
+    with transaction(db) as s:
         demo = Demonstration(
             messages=messages,
             corrected_answer=corrected_answer,
@@ -60,44 +60,44 @@ def create_demonstration(
         return demo
 
 
-def list_demonstrations(engine: Engine, *, status: str | None = None, limit: int = 100) -> list[Demonstration]:
+def list_demonstrations(db: Engine, *, status: str | None = None, limit: int = 100) -> list[Demonstration]:
     query = select(Demonstration).order_by(Demonstration.id).limit(limit)
     if status is not None:
         query = query.where(Demonstration.status == status)
-    with reading(engine) as s:
+    with reading(db) as s:
         return list(s.scalars(query))
 
 
-def get_demonstrations(engine: Engine, *, ids: list[int]) -> list[Demonstration]:
+def get_demonstrations(db: Engine, *, ids: list[int]) -> list[Demonstration]:
     """The demonstrations with these ids, in id order (missing ids are left out)."""
-    with reading(engine) as s:
+    with reading(db) as s:
         return list(s.scalars(select(Demonstration).where(Demonstration.id.in_(ids)).order_by(Demonstration.id)))
 
 
-def list_unlearned(engine: Engine, *, version: str) -> list[Demonstration]:
+def list_unlearned(db: Engine, *, version: str) -> list[Demonstration]:
     """Approved demonstrations that `version` (with its ancestors) has not learned: what its next round trains on."""
 
-    learned = learned_demo_ids(engine, version=version)
-    with reading(engine) as s:
+    learned = learned_demo_ids(db, version=version)
+    with reading(db) as s:
         approved = s.scalars(select(Demonstration).where(Demonstration.status == "approved").order_by(Demonstration.id))
         return [d for d in approved if d.id not in learned]
 
 
-def list_learned(engine: Engine, *, version: str) -> list[Demonstration]:
+def list_learned(db: Engine, *, version: str) -> list[Demonstration]:
     """Approved demonstrations `version`'s lineage has learned (the pool a round's replay samples from)."""
 
-    learned = learned_demo_ids(engine, version=version)
-    with reading(engine) as s:
+    learned = learned_demo_ids(db, version=version)
+    with reading(db) as s:
         approved = s.scalars(select(Demonstration).where(Demonstration.status == "approved").order_by(Demonstration.id))
         return [d for d in approved if d.id in learned]
 
 
-def count_fresh(engine: Engine, *, exclude: Collection[int] = ()) -> int:
+def count_fresh(db: Engine, *, exclude: Collection[int] = ()) -> int:
     """Approved demonstrations no succeeded round has learned yet, whatever became of its version: what the
     scheduler counts before starting a round (a rejected candidate's demonstrations do not re-trigger rounds).
     `exclude`: ids left out of the count (those a round in progress learns)."""
 
-    learned = ever_learned_demo_ids(engine) | set(exclude)
-    with reading(engine) as s:
+    learned = ever_learned_demo_ids(db) | set(exclude)
+    with reading(db) as s:
         approved = s.scalars(select(Demonstration.id).where(Demonstration.status == "approved"))
         return sum(1 for i in approved if i not in learned)

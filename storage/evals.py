@@ -36,13 +36,13 @@ class ScoreMatrix:
     scores: dict[str, dict[str, dict[str, Any]]]
 
 
-def record_eval(engine: Engine, *, version: str, skills: dict[str, dict[str, Any]]) -> list[EvalResult]:
+def record_eval(db: Engine, *, version: str, skills: dict[str, dict[str, Any]]) -> list[EvalResult]:
     """Store one evaluation of `version`: `skills[name] = {"score": 0..1, "n": probes, "details": {...}}`."""
     for name, result in skills.items():
         if not 0.0 <= result["score"] <= 1.0 or result["n"] < 0:
             raise ApprenticeError(f"skill {name!r}: score must be in 0..1 and n >= 0")
     created = utcnow()
-    with transaction(engine) as s:
+    with transaction(db) as s:
         if s.scalar(select(ModelVersion.id).where(ModelVersion.name == version)) is None:
             raise NotFound(f"no model version named {version!r}")
         rows = [
@@ -66,16 +66,16 @@ def _latest_ids(version: str | None = None) -> Any:
     return query.where(EvalResult.version == version) if version is not None else query
 
 
-def latest_scores(engine: Engine, *, version: str) -> dict[str, StoredScore]:
+def latest_scores(db: Engine, *, version: str) -> dict[str, StoredScore]:
     """The most recent score of `version` on each skill it was evaluated on."""
-    with reading(engine) as s:
+    with reading(db) as s:
         rows = s.scalars(select(EvalResult).where(EvalResult.id.in_(_latest_ids(version))))
         return {r.skill: StoredScore(r.score, r.n, (r.details or {}).get("fingerprint", ""), r.created) for r in rows}
 
 
-def latest_details(engine: Engine, *, version: str, skill: str) -> dict[str, Any]:
+def latest_details(db: Engine, *, version: str, skill: str) -> dict[str, Any]:
     """The `details` of the most recent evaluation of `version` on `skill` (per-probe replies, categories)."""
-    with reading(engine) as s:
+    with reading(db) as s:
         row = s.scalar(
             select(EvalResult)
             .where(EvalResult.version == version, EvalResult.skill == skill)
@@ -87,9 +87,9 @@ def latest_details(engine: Engine, *, version: str, skill: str) -> dict[str, Any
     return row.details or {}
 
 
-def score_matrix(engine: Engine) -> ScoreMatrix:
+def score_matrix(db: Engine) -> ScoreMatrix:
     """The retention matrix: every version, every skill any version was evaluated on, the latest scores."""
-    with reading(engine) as s:
+    with reading(db) as s:
         versions = [
             {
                 "name": v.name,
@@ -110,21 +110,21 @@ def score_matrix(engine: Engine) -> ScoreMatrix:
     return ScoreMatrix(versions=versions, skills=skills, scores=scores)
 
 
-def list_results(engine: Engine, *, version: str | None = None, skill: str | None = None) -> list[EvalResult]:
+def list_results(db: Engine, *, version: str | None = None, skill: str | None = None) -> list[EvalResult]:
     """Every stored evaluation row (oldest first), for export."""
     query = select(EvalResult).order_by(EvalResult.id)
     if version is not None:
         query = query.where(EvalResult.version == version)
     if skill is not None:
         query = query.where(EvalResult.skill == skill)
-    with reading(engine) as s:
+    with reading(db) as s:
         return list(s.scalars(query))
 
 
-def record_gate(engine: Engine, *, candidate: str, promote: bool, reason: str) -> ModelVersion:
+def record_gate(db: Engine, *, candidate: str, promote: bool, reason: str) -> ModelVersion:
     """Write the gate's verdict on a candidate: rejected candidates get status 'rejected'; a promoted one keeps
     'candidate' until the caller activates it (the hot swap belongs to the serving side). The reason is kept."""
-    with transaction(engine) as s:
+    with transaction(db) as s:
         version = s.scalar(select(ModelVersion).where(ModelVersion.name == candidate))
         if version is None:
             raise NotFound(f"no model version named {candidate!r}")

@@ -9,7 +9,7 @@ lease is claimed by an `UPDATE ... WHERE owner = <the holder we saw> AND expires
 losers' UPDATE waits for the winner's row lock, re-reads the row and no longer matches.)
 
     owner = make_owner()
-    if acquire(engine, name="learner", owner=owner, ttl_s=120): ... renew(...) ... release(...)
+    if acquire(db, name="learner", owner=owner, ttl_s=120): ... renew(...) ... release(...)
 """
 
 from __future__ import annotations
@@ -53,16 +53,16 @@ def _free(lease: Lease | None, owner: str) -> bool:
     return lease is None or lease.owner == owner or lease.expires <= utcnow() or not owner_alive(lease.owner)
 
 
-def acquire(engine: Engine, *, name: str, owner: str, ttl_s: float) -> bool:
+def acquire(db: Engine, *, name: str, owner: str, ttl_s: float) -> bool:
     """Take (or extend) the lease for `ttl_s` seconds if it is free; False when another live holder has it."""
-    with reading(engine) as s:
+    with reading(db) as s:
         seen = s.get(Lease, name)
     if not _free(seen, owner):
         return False
     expires = utcnow() + dt.timedelta(seconds=ttl_s)
-    with transaction(engine) as s:
+    with transaction(db) as s:
         if seen is None:
-            insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert(Lease)
+            insert = (postgresql if db.dialect.name == "postgresql" else sqlite).insert(Lease)
             claim = insert.values(name=name, owner=owner, expires=expires).on_conflict_do_nothing()
             claim = claim.execution_options(preserve_rowcount=True)  # SQLAlchemy keeps INSERT rowcounts only if told
         else:
@@ -74,23 +74,23 @@ def acquire(engine: Engine, *, name: str, owner: str, ttl_s: float) -> bool:
         return s.execute(claim).rowcount == 1
 
 
-def renew(engine: Engine, *, name: str, owner: str, ttl_s: float) -> bool:
+def renew(db: Engine, *, name: str, owner: str, ttl_s: float) -> bool:
     """Extend a lease we hold; False if it was lost (expired and taken by another process, or released)."""
     expires = utcnow() + dt.timedelta(seconds=ttl_s)
-    with transaction(engine) as s:
+    with transaction(db) as s:
         claim = update(Lease).where(Lease.name == name, Lease.owner == owner).values(expires=expires)
         return s.execute(claim).rowcount == 1
 
 
-def release(engine: Engine, *, name: str, owner: str) -> None:
+def release(db: Engine, *, name: str, owner: str) -> None:
     """Give the lease up (a no-op if another owner holds it)."""
-    with transaction(engine) as s:
+    with transaction(db) as s:
         s.execute(delete(Lease).where(Lease.name == name, Lease.owner == owner))
 
 
-def holder(engine: Engine, *, name: str) -> str | None:
+def holder(db: Engine, *, name: str) -> str | None:
     """The owner holding `name` now, or None when it is free."""
-    with reading(engine) as s:
+    with reading(db) as s:
         lease = s.scalar(select(Lease).where(Lease.name == name))
     if lease is None or _free(lease, owner=""):
         return None

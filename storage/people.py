@@ -38,7 +38,7 @@ class Key:
     revoked: dt.datetime | None
 
 
-def list_people(engine: Engine) -> list[Person]:
+def list_people(db: Engine) -> list[Person]:
     """Every user, oldest first, with the number of their live API keys."""
     live = (
         select(ApiKey.user_id, func.count().label("n"))
@@ -46,7 +46,7 @@ def list_people(engine: Engine) -> list[Person]:
         .group_by(ApiKey.user_id)
         .subquery()
     )
-    with reading(engine) as s:
+    with reading(db) as s:
         rows = s.execute(select(User, live.c.n).outerjoin(live, live.c.user_id == User.id).order_by(User.id)).all()
     return [Person(u.name, u.role, u.created, u.last_sign_in, u.disabled, n or 0) for u, n in rows]
 
@@ -68,46 +68,46 @@ def _keep_an_admin(s: Session, user: User, doing: str) -> None:
         raise Conflict(f"cannot {doing} {user.name!r}: the last enabled admin (make another admin first)")
 
 
-def set_role(engine: Engine, *, name: str, role: str) -> None:
+def set_role(db: Engine, *, name: str, role: str) -> None:
     if role not in ROLES:
         raise ApprenticeError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
-    with transaction(engine) as s:
+    with transaction(db) as s:
         user = _locked_user(s, name)
         if role != "admin":
             _keep_an_admin(s, user, f"make a {role} of")
         user.role = role
 
 
-def reset_password(engine: Engine, *, name: str, password: str) -> None:
+def reset_password(db: Engine, *, name: str, password: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise ApprenticeError(f"a password needs at least {MIN_PASSWORD} characters")
     hashed = hash_password(password)  # scrypt outside the write transaction
-    with transaction(engine) as s:
+    with transaction(db) as s:
         _locked_user(s, name).password_hash = hashed
 
 
-def set_disabled(engine: Engine, *, name: str, disabled: bool) -> None:
+def set_disabled(db: Engine, *, name: str, disabled: bool) -> None:
     """A disabled user cannot sign in, their keys get 401 and their open sessions are refused at the next action;
     enabling them again restores all of it (keys not revoked meanwhile included)."""
-    with transaction(engine) as s:
+    with transaction(db) as s:
         user = _locked_user(s, name)
         if disabled:
             _keep_an_admin(s, user, "disable")
         user.disabled = disabled
 
 
-def remove_user(engine: Engine, *, name: str) -> None:
+def remove_user(db: Engine, *, name: str) -> None:
     """Delete the account with its API keys, conversations and ratings; demonstrations they wrote or reviewed stay,
     without the name. Disabling keeps everything and is reversible."""
-    with transaction(engine) as s:
+    with transaction(db) as s:
         user = _locked_user(s, name)
         _keep_an_admin(s, user, "remove")
         s.delete(user)
 
 
-def list_keys(engine: Engine, *, name: str) -> list[Key]:
+def list_keys(db: Engine, *, name: str) -> list[Key]:
     """A user's API keys, oldest first, revoked ones included (marked)."""
-    with reading(engine) as s:
+    with reading(db) as s:
         user = s.scalar(select(User).where(User.name == name))
         if user is None:
             raise NotFound(f"no user named {name!r}")
@@ -115,9 +115,9 @@ def list_keys(engine: Engine, *, name: str) -> list[Key]:
     return [Key(k.id, name, k.prefix, k.created, k.last_used, k.revoked) for k in keys]
 
 
-def revoke_key(engine: Engine, *, key_id: int) -> Key:
+def revoke_key(db: Engine, *, key_id: int) -> Key:
     """Revoke one key; requests with it get 401 from the next one on. Revoking a revoked key is an error."""
-    with transaction(engine) as s:
+    with transaction(db) as s:
         key = s.scalar(select(ApiKey).where(ApiKey.id == key_id).with_for_update())
         if key is None:
             raise NotFound(f"no API key with id {key_id}")

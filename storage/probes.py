@@ -82,23 +82,23 @@ def _upsert(session: Session, item: dict[str, Any], source: str, known: set[str]
     return "updated"
 
 
-def add_probes(engine: Engine, *, items: list[dict[str, Any]], source: str = "import") -> WriteCounts:
+def add_probes(db: Engine, *, items: list[dict[str, Any]], source: str = "import") -> WriteCounts:
     """Store probes in one transaction (all or nothing). An item with `external_id` replaces the stored probe of
     that id (re-importing a fixed file updates it); one without is skipped when an identical probe exists."""
     counts = {"added": 0, "updated": 0, "unchanged": 0}
-    with transaction(engine) as s:
+    with transaction(db) as s:
         known = {_content_key({k: getattr(p, k) for k in FIELDS}) for p in s.scalars(select(Probe))}
         for item in items:
             counts[_upsert(s, item, source, known)] += 1
     return WriteCounts(**counts)
 
 
-def sync_builtin(engine: Engine, *, items: list[dict[str, Any]]) -> WriteCounts:
+def sync_builtin(db: Engine, *, items: list[dict[str, Any]]) -> WriteCounts:
     """Make the `builtin` probes equal to `items` (each with an `external_id`): add, update, remove."""
     wanted = {item["external_id"] for item in items}
     if None in wanted or len(wanted) != len(items):
         raise ApprenticeError("every built-in probe needs a unique external_id")
-    with reading(engine) as s:
+    with reading(db) as s:
         stored = {
             p.external_id: {k: getattr(p, k) for k in FIELDS}
             for p in s.scalars(select(Probe).where(Probe.source == "builtin"))
@@ -106,33 +106,33 @@ def sync_builtin(engine: Engine, *, items: list[dict[str, Any]]) -> WriteCounts:
     if stored.keys() == wanted and all(stored[i["external_id"]] == _check(i) for i in items):
         return WriteCounts(unchanged=len(items))  # the usual case: nothing to write, no write lock taken
     counts = {"added": 0, "updated": 0, "unchanged": 0}
-    with transaction(engine) as s:
+    with transaction(db) as s:
         for item in items:
             counts[_upsert(s, item, "builtin", set())] += 1
         gone = s.execute(delete(Probe).where(Probe.source == "builtin", Probe.external_id.not_in(wanted)))
     return WriteCounts(**counts, removed=gone.rowcount)
 
 
-def list_probes(engine: Engine, *, skills: list[str] | None = None, source: str | None = None) -> list[Probe]:
+def list_probes(db: Engine, *, skills: list[str] | None = None, source: str | None = None) -> list[Probe]:
     """Probes ordered by id, optionally only those of some skills or of one source."""
     query = select(Probe).order_by(Probe.id)
     if skills is not None:
         query = query.where(Probe.skill.in_(skills))
     if source is not None:
         query = query.where(Probe.source == source)
-    with reading(engine) as s:
+    with reading(db) as s:
         return list(s.scalars(query))
 
 
-def skill_counts(engine: Engine) -> dict[str, int]:
+def skill_counts(db: Engine) -> dict[str, int]:
     """Number of probes per skill, by skill name."""
-    with reading(engine) as s:
+    with reading(db) as s:
         rows = s.execute(select(Probe.skill, func.count()).group_by(Probe.skill).order_by(Probe.skill))
         return {skill: n for skill, n in rows}
 
 
-def delete_probe(engine: Engine, *, probe_id: int) -> None:
-    with transaction(engine) as s:
+def delete_probe(db: Engine, *, probe_id: int) -> None:
+    with transaction(db) as s:
         probe = s.get(Probe, probe_id)
         if probe is None:
             raise NotFound(f"no probe with id {probe_id}")

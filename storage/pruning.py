@@ -46,8 +46,8 @@ def _lineage(rows: dict[str, ModelVersion], name: str) -> set[str]:
     return seen
 
 
-def plan_prune(engine: Engine, *, keep: int = 0, min_age: dt.timedelta = dt.timedelta(hours=1)) -> PrunePlan:
-    with reading(engine) as s:
+def plan_prune(db: Engine, *, keep: int = 0, min_age: dt.timedelta = dt.timedelta(hours=1)) -> PrunePlan:
+    with reading(db) as s:
         ordered = list(s.scalars(select(ModelVersion).order_by(ModelVersion.id)))
     rows = {v.name: v for v in ordered}
     active = next((v.name for v in ordered if v.status == "active"), "")
@@ -76,11 +76,11 @@ def plan_prune(engine: Engine, *, keep: int = 0, min_age: dt.timedelta = dt.time
     return PrunePlan(remove=qualifying[: len(qualifying) - len(newest)], kept=kept)
 
 
-def mark_pruned(engine: Engine, *, name: str) -> bool:
+def mark_pruned(db: Engine, *, name: str) -> bool:
     """Note on the version that its folder is being removed, if it was still never live (checked under the row's
     lock, so an activation since the plan wins); False leaves it alone. Activation refuses it once the folder is
     gone."""
-    with transaction(engine) as s:
+    with transaction(db) as s:
         version = s.scalar(select(ModelVersion).where(ModelVersion.name == name).with_for_update())
         if version is None or version.activated is not None or version.status == "active":
             return False

@@ -4,7 +4,7 @@ Newest first. A page is read with `before_id` (the next, older page: the last id
 newer page: the first id shown); both walk an index, so page 2,000 costs what page 1 does. The total and the position
 of a page are COUNTs over the same filter (indexed for status, skill, author, date; a text search scans).
 
-    page = queue_page(engine, QueueFilter(status="pending", text="paris"), limit=25)
+    page = queue_page(db, QueueFilter(status="pending", text="paris"), limit=25)
     page.rows, page.total, page.first_index, page.older, page.newer
 
     .venv/bin/python -m pytest -q tests/test_admin_api.py -k queue
@@ -123,7 +123,7 @@ class QueuePage:
 
 
 def queue_page(
-    engine: Engine,
+    db: Engine,
     filter: QueueFilter,  # noqa: A002 - the natural name
     *,
     before_id: int | None = None,
@@ -148,7 +148,7 @@ def queue_page(
         if before_id is not None:
             query = query.where(Demonstration.id < before_id)
         query = query.order_by(Demonstration.id.desc())
-    with reading(engine) as s:
+    with reading(db) as s:
         found = list(s.execute(query.limit(limit)))
         if after_id is not None:
             found.reverse()
@@ -168,29 +168,29 @@ def queue_page(
     )
 
 
-def queue_ids(engine: Engine, filter: QueueFilter, *, limit: int = MAX_PAGE) -> list[int]:  # noqa: A002
+def queue_ids(db: Engine, filter: QueueFilter, *, limit: int = MAX_PAGE) -> list[int]:  # noqa: A002
     """Ids matching the filter, newest first (at most `limit`): the target of a bulk action on a whole filter."""
     query = select(Demonstration.id).where(*filter.conditions()).order_by(Demonstration.id.desc())
-    with reading(engine) as s:
+    with reading(db) as s:
         return list(s.scalars(query.limit(max(1, min(int(limit), MAX_PAGE)))))
 
 
-def queue_authors(engine: Engine) -> list[tuple[int, str]]:
+def queue_authors(db: Engine) -> list[tuple[int, str]]:
     """(user id, name) of everyone who wrote a demonstration, by name: the author filter's choices."""
     query = select(User.id, User.name).join(Demonstration, Demonstration.author_id == User.id)
     query = query.distinct().order_by(User.name)
-    with reading(engine) as s:
+    with reading(db) as s:
         return [(i, n) for i, n in s.execute(query)]
 
 
-def queue_skills(engine: Engine) -> list[str]:
+def queue_skills(db: Engine) -> list[str]:
     """Skill names in use on demonstrations, sorted (the skill filter's choices)."""
     query = select(Demonstration.skill).where(Demonstration.skill.is_not(None)).distinct().order_by(Demonstration.skill)
-    with reading(engine) as s:
+    with reading(db) as s:
         return [name for name in s.scalars(query)]
 
 
-def get_row(engine: Engine, *, demo_id: int) -> QueueRow | None:
+def get_row(db: Engine, *, demo_id: int) -> QueueRow | None:
     """One demonstration with its author's and reviewer's names, or None."""
     author, reviewer = aliased(User), aliased(User)
     query = (
@@ -199,6 +199,6 @@ def get_row(engine: Engine, *, demo_id: int) -> QueueRow | None:
         .outerjoin(reviewer, reviewer.id == Demonstration.reviewer_id)
         .where(Demonstration.id == demo_id)
     )
-    with reading(engine) as s:
+    with reading(db) as s:
         found = s.execute(query).first()
     return None if found is None else QueueRow(*found)

@@ -5,8 +5,8 @@ of each version's replies rated up and down, and every rating for export.
 A reply's rating is its latest one (a user may change their mind); only the conversation's owner rates a reply.
 A reply "has a correction" when any demonstration came from it, a rejected one included (someone decided).
 
-    page = rated_down(engine, limit=25)            # page.rows, page.total, page.older
-    demo = correct_rated_reply(engine, message_id=m, reviewer_id=r, correction="...")   # pending, authored by r
+    page = rated_down(db, limit=25)            # page.rows, page.total, page.older
+    demo = correct_rated_reply(db, message_id=m, reviewer_id=r, correction="...")   # pending, authored by r
 """
 
 from __future__ import annotations
@@ -57,14 +57,14 @@ class RatedPage:
     older: int | None  # pass as before_id for the next page; None on the last one
 
 
-def rated_down(engine: Engine, *, limit: int = 25, before_id: int | None = None) -> RatedPage:
+def rated_down(db: Engine, *, limit: int = 25, before_id: int | None = None) -> RatedPage:
     """Replies whose latest rating is thumbs down and that no demonstration came from, newest rating first."""
     where = [Feedback.id.in_(_latest()), Feedback.rating == -1, ~_corrected()]
     base = select(Feedback, Message, User.name).join(Message, Message.id == Feedback.message_id)
     base = base.join(User, User.id == Feedback.user_id).where(*where)
     limit = max(1, min(int(limit), MAX_PAGE))
     query = base.where(Feedback.id < before_id) if before_id is not None else base
-    with reading(engine) as s:
+    with reading(db) as s:
         found = list(s.execute(query.order_by(Feedback.id.desc()).limit(limit + 1)))
         count = select(func.count()).select_from(Feedback).join(Message, Message.id == Feedback.message_id)
         total = s.scalar(count.where(*where)) or 0
@@ -106,9 +106,9 @@ def _context(s: Session, reply: Message) -> list[dict[str, str]]:
     return [{"role": m.role, "content": shown_content(m, fixes.get(m.id))} for m in earlier]
 
 
-def rated_reply(engine: Engine, *, message_id: int) -> dict[str, Any]:
+def rated_reply(db: Engine, *, message_id: int) -> dict[str, Any]:
     """One rated reply for a reviewer: its conversation up to it, the reply, its version and every rating of it."""
-    with reading(engine) as s:
+    with reading(db) as s:
         reply = s.get(Message, message_id)
         if reply is None or reply.role != "assistant":
             raise NotFound(f"no reply with id {message_id}")
@@ -135,13 +135,13 @@ def _rating_dict(f: Feedback, user: str | None) -> dict[str, Any]:
 
 
 def correct_rated_reply(
-    engine: Engine, *, message_id: int, reviewer_id: int, correction: str, skill: str | None = None
+    db: Engine, *, message_id: int, reviewer_id: int, correction: str, skill: str | None = None
 ) -> Demonstration:
     """A reviewer's correction of a rated reply: a pending demonstration they author, with the conversation up to the
     reply (as its owner saw it) and the reply as the original answer. Refused when the reply has a correction."""
     if not correction.strip():
         raise ApprenticeError("the correction cannot be empty")
-    with transaction(engine) as s:
+    with transaction(db) as s:
         reply = s.scalar(select(Message).where(Message.id == message_id).with_for_update())
         if reply is None or reply.role != "assistant":
             raise NotFound(f"no reply with id {message_id}")
@@ -168,7 +168,7 @@ def correct_rated_reply(
         return demo
 
 
-def version_ratings(engine: Engine) -> dict[str, dict[str, int]]:
+def version_ratings(db: Engine) -> dict[str, dict[str, int]]:
     """Per version that served a reply: replies served, and replies whose latest rating is up / down."""
     latest = select(Feedback.message_id, Feedback.rating).where(Feedback.id.in_(_latest())).subquery()
     query = (
@@ -182,23 +182,23 @@ def version_ratings(engine: Engine) -> dict[str, dict[str, int]]:
         .where(Message.role == "assistant", Message.model_version.is_not(None))
         .group_by(Message.model_version)
     )
-    with reading(engine) as s:
+    with reading(db) as s:
         return {v: {"replies": n, "up": int(up or 0), "down": int(down or 0)} for v, n, up, down in s.execute(query)}
 
 
-def ratings_by_message(engine: Engine, *, message_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+def ratings_by_message(db: Engine, *, message_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
     """Every rating of these replies, oldest first (to export beside the demonstrations made from them)."""
     out: dict[int, list[dict[str, Any]]] = {}
     if not message_ids:
         return out
     query = select(Feedback, User.name).outerjoin(User, User.id == Feedback.user_id)
-    with reading(engine) as s:
+    with reading(db) as s:
         for f, name in s.execute(query.where(Feedback.message_id.in_(message_ids)).order_by(Feedback.id)):
             out.setdefault(f.message_id, []).append(_rating_dict(f, name))
     return out
 
 
-def export_ratings(engine: Engine) -> list[dict[str, Any]]:
+def export_ratings(db: Engine) -> list[dict[str, Any]]:
     """Every rating, oldest first, with the reply it rates, its version and the conversation up to it, and the
     demonstration that came from the reply (None when nobody corrected it)."""
     query = (
@@ -208,7 +208,7 @@ def export_ratings(engine: Engine) -> list[dict[str, Any]]:
         .order_by(Feedback.id)
     )
     rows = []
-    with reading(engine) as s:
+    with reading(db) as s:
         contexts: dict[int, list[dict[str, str]]] = {}
         for f, m, name in s.execute(query):
             if m.id not in contexts:

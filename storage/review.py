@@ -40,12 +40,12 @@ def _decide(
 
 
 def approve(
-    engine: Engine, *, demo_id: int, reviewer_id: int | None, forbid_self: bool = False, refuse_flagged: bool = False
+    db: Engine, *, demo_id: int, reviewer_id: int | None, forbid_self: bool = False, refuse_flagged: bool = False
 ) -> Demonstration:
     """`forbid_self`: refuse a reviewer who wrote the correction or last changed its text (a second pair of eyes).
     `refuse_flagged`: refuse (SecondLook) when the latest teacher check of the correction as it reads now flags it;
     the reviewer looks again and approves without it to confirm."""
-    with transaction(engine) as s:
+    with transaction(db) as s:
         forbid_self = forbid_self and reviewer_id is not None
         if forbid_self or refuse_flagged:
             demo = s.scalar(select(Demonstration).where(Demonstration.id == demo_id).with_for_update())
@@ -64,14 +64,14 @@ def approve(
         return _decide(s, demo_id, {"status": "approved", "reviewer_id": reviewer_id, "reviewed": utcnow()})
 
 
-def reject(engine: Engine, *, demo_id: int, reviewer_id: int | None, reason: str = "") -> Demonstration:
-    with transaction(engine) as s:
+def reject(db: Engine, *, demo_id: int, reviewer_id: int | None, reason: str = "") -> Demonstration:
+    with transaction(db) as s:
         values = {"status": "rejected", "reviewer_id": reviewer_id, "reviewed": utcnow(), "note": reason.strip()}
         return _decide(s, demo_id, values)
 
 
 def edit(
-    engine: Engine,
+    db: Engine,
     *,
     demo_id: int,
     corrected_answer: str | None = None,
@@ -90,7 +90,7 @@ def edit(
         values["skill"] = skill.strip() or None
     if not values:
         raise ApprenticeError("nothing to change: give a corrected answer or a skill")
-    with transaction(engine) as s:
+    with transaction(db) as s:
         before = s.execute(
             select(Demonstration.corrected_answer, Demonstration.skill)
             .where(Demonstration.id == demo_id)
@@ -106,7 +106,7 @@ def edit(
 
 
 def hold_out(
-    engine: Engine,
+    db: Engine,
     *,
     demo_id: int,
     reviewer_id: int | None,
@@ -120,7 +120,7 @@ def hold_out(
     with the other, a `choice` between the two (does the version prefer the correction, by log-likelihood? it works
     for answers of any length); otherwise `contains` with the corrected answer as reference. A reviewer may give a
     shorter `answer` (a key phrase) and another `grader`."""
-    with transaction(engine) as s:
+    with transaction(db) as s:
         demo = _decide(s, demo_id, {"status": "held_out", "reviewer_id": reviewer_id, "reviewed": utcnow()})
         skill = (skill or demo.skill or "").strip()
         if not skill:
@@ -148,7 +148,7 @@ def _key(messages: list[dict[str, str]], answer: str, skill: str | None) -> str:
 
 
 def import_demonstrations(
-    engine: Engine, *, items: list[dict[str, Any]], approve: bool = False, reviewer_id: int | None = None
+    db: Engine, *, items: list[dict[str, Any]], approve: bool = False, reviewer_id: int | None = None
 ) -> tuple[int, int]:
     """Store demonstrations in one transaction (all or nothing): (added, already present). An item is
     `{"messages", "answer", "skill"?, "original_answer"?}`; one identical to a stored demonstration (same context,
@@ -161,7 +161,7 @@ def import_demonstrations(
             raise ApprenticeError("the corrected answer cannot be empty")
         rows.append((messages, answer, (item.get("skill") or "").strip() or None, item.get("original_answer") or ""))
     now = utcnow()
-    with transaction(engine) as s:
+    with transaction(db) as s:
         known = {
             _key(m, a, k)
             for m, a, k in s.execute(

@@ -19,7 +19,7 @@ UNFINISHED = ("queued", "running")
 
 
 def create_round(
-    engine: Engine,
+    db: Engine,
     *,
     method: str,
     parent_version: str,
@@ -32,7 +32,7 @@ def create_round(
     """A queued round with its lineage rows (the demonstrations it will learn; replayed ones flagged), each with the
     corrected answer it trains on: from `answers` (id -> text, as the round read them), else the current one."""
     ids = [*demo_ids, *(replay_ids or [])]
-    with transaction(engine) as s:
+    with transaction(db) as s:
         query = select(Demonstration.id, Demonstration.corrected_answer).where(Demonstration.id.in_(ids))
         current = {i: text for i, text in s.execute(query)}
         if missing := sorted(set(ids) - set(current)):
@@ -51,8 +51,8 @@ def create_round(
         return rnd
 
 
-def _update_unfinished(engine: Engine, round_id: int, **values: Any) -> TrainingRound:
-    with transaction(engine) as s:
+def _update_unfinished(db: Engine, round_id: int, **values: Any) -> TrainingRound:
+    with transaction(db) as s:
         done = s.execute(
             update(TrainingRound)
             .where(TrainingRound.id == round_id, TrainingRound.status.in_(UNFINISHED))
@@ -67,16 +67,16 @@ def _update_unfinished(engine: Engine, round_id: int, **values: Any) -> Training
         return rnd
 
 
-def mark_running(engine: Engine, *, round_id: int, hyperparameters: dict[str, Any] | None = None) -> TrainingRound:
+def mark_running(db: Engine, *, round_id: int, hyperparameters: dict[str, Any] | None = None) -> TrainingRound:
     values: dict[str, Any] = {"status": "running", "started": utcnow()}
     if hyperparameters is not None:
         values["hyperparameters"] = hyperparameters
-    return _update_unfinished(engine, round_id, **values)
+    return _update_unfinished(db, round_id, **values)
 
 
-def record_step(engine: Engine, *, round_id: int, step: dict[str, Any], progress: float) -> None:
+def record_step(db: Engine, *, round_id: int, step: dict[str, Any], progress: float) -> None:
     """Append one optimizer step's metrics and set the progress fraction (read live by the UI)."""
-    with transaction(engine) as s:
+    with transaction(db) as s:
         rnd = s.get(TrainingRound, round_id)
         if rnd is None or rnd.status != "running":
             raise Conflict(f"training round {round_id} is not running")
@@ -84,17 +84,17 @@ def record_step(engine: Engine, *, round_id: int, step: dict[str, Any], progress
         rnd.progress = max(0.0, min(1.0, progress))
 
 
-def fail_round(engine: Engine, *, round_id: int, error: str, metrics: dict[str, Any] | None = None) -> TrainingRound:
+def fail_round(db: Engine, *, round_id: int, error: str, metrics: dict[str, Any] | None = None) -> TrainingRound:
     values: dict[str, Any] = {"status": "failed", "error": error or "failed", "finished": utcnow()}
     if metrics is not None:
         values["metrics"] = metrics
-    return _update_unfinished(engine, round_id, **values)
+    return _update_unfinished(db, round_id, **values)
 
 
-def fail_abandoned(engine: Engine, *, error: str, keep: int | None = None) -> list[int]:
+def fail_abandoned(db: Engine, *, error: str, keep: int | None = None) -> list[int]:
     """Mark every queued or running round (but `keep`) failed. Call it only while holding the learner lease: then
     no other process is running a round, so these were left behind by a process that died."""
-    with transaction(engine) as s:
+    with transaction(db) as s:
         query = select(TrainingRound).where(TrainingRound.status.in_(UNFINISHED))
         rounds = [r for r in s.scalars(query) if r.id != keep]
         for rnd in rounds:
@@ -103,7 +103,7 @@ def fail_abandoned(engine: Engine, *, error: str, keep: int | None = None) -> li
 
 
 def succeed_round(
-    engine: Engine,
+    db: Engine,
     *,
     round_id: int,
     version: str,
@@ -112,7 +112,7 @@ def succeed_round(
     metrics: dict[str, Any],
 ) -> ModelVersion:
     """Register the round's adapter as a candidate version and mark the round succeeded, in one transaction."""
-    with transaction(engine) as s:
+    with transaction(db) as s:
         rnd = s.get(TrainingRound, round_id)
         if rnd is None or rnd.status != "running":
             raise Conflict(f"training round {round_id} is not running; its version is not registered")
@@ -133,30 +133,30 @@ def succeed_round(
         return row
 
 
-def get_round(engine: Engine, *, round_id: int) -> TrainingRound:
-    with reading(engine) as s:
+def get_round(db: Engine, *, round_id: int) -> TrainingRound:
+    with reading(db) as s:
         rnd = s.get(TrainingRound, round_id)
     if rnd is None:
         raise NotFound(f"no training round {round_id}")
     return rnd
 
 
-def list_rounds(engine: Engine, *, limit: int = 50) -> list[TrainingRound]:
+def list_rounds(db: Engine, *, limit: int = 50) -> list[TrainingRound]:
     """Newest first."""
-    with reading(engine) as s:
+    with reading(db) as s:
         return list(s.scalars(select(TrainingRound).order_by(TrainingRound.id.desc()).limit(limit)))
 
 
-def round_demonstrations(engine: Engine, *, round_id: int) -> list[RoundDemonstration]:
-    with reading(engine) as s:
+def round_demonstrations(db: Engine, *, round_id: int) -> list[RoundDemonstration]:
+    with reading(db) as s:
         query = select(RoundDemonstration).where(RoundDemonstration.round_id == round_id)
         return list(s.scalars(query.order_by(RoundDemonstration.demonstration_id)))
 
 
-def lineage(engine: Engine, *, version: str) -> list[ModelVersion]:
+def lineage(db: Engine, *, version: str) -> list[ModelVersion]:
     """`version` and its ancestors, newest first (ends at the base version)."""
     chain: list[ModelVersion] = []
-    with reading(engine) as s:
+    with reading(db) as s:
         name: str | None = version
         while name is not None:
             row = s.scalar(select(ModelVersion).where(ModelVersion.name == name))
@@ -169,19 +169,19 @@ def lineage(engine: Engine, *, version: str) -> list[ModelVersion]:
     return chain
 
 
-def learned_demo_ids(engine: Engine, *, version: str) -> set[int]:
+def learned_demo_ids(db: Engine, *, version: str) -> set[int]:
     """Demonstrations learned, as they read now, by the rounds that produced `version` and its ancestors."""
-    round_ids = [v.round_id for v in lineage(engine, version=version) if v.round_id is not None]
+    round_ids = [v.round_id for v in lineage(db, version=version) if v.round_id is not None]
     if not round_ids:
         return set()
-    with reading(engine) as s:
+    with reading(db) as s:
         return set(s.scalars(_learned_as_they_are().where(RoundDemonstration.round_id.in_(round_ids))))
 
 
-def ever_learned_demo_ids(engine: Engine) -> set[int]:
+def ever_learned_demo_ids(db: Engine) -> set[int]:
     """Demonstrations a succeeded round learned as new (not replayed), as they read now, whatever became of its
     version."""
-    with reading(engine) as s:
+    with reading(db) as s:
         query = (
             _learned_as_they_are()
             .join(TrainingRound, TrainingRound.id == RoundDemonstration.round_id)
@@ -190,9 +190,9 @@ def ever_learned_demo_ids(engine: Engine) -> set[int]:
         return set(s.scalars(query))
 
 
-def unedited_demo_ids(engine: Engine, *, round_id: int) -> set[int]:
+def unedited_demo_ids(db: Engine, *, round_id: int) -> set[int]:
     """The demonstrations a round learns as new whose correction has not been edited since it started."""
-    with reading(engine) as s:
+    with reading(db) as s:
         query = _learned_as_they_are().where(
             RoundDemonstration.round_id == round_id, RoundDemonstration.replay.is_(False)
         )

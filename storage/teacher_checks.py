@@ -25,7 +25,7 @@ AGREES = 0.5
 
 
 def record_check(
-    engine: Engine,
+    db: Engine,
     *,
     demo_id: int,
     version: str,
@@ -35,7 +35,7 @@ def record_check(
     student_agreement: float,
     teacher_agreement: float,
 ) -> TeacherCheck:
-    with transaction(engine) as s:
+    with transaction(db) as s:
         if s.get(Demonstration, demo_id) is None:
             raise NotFound(f"no demonstration with id {demo_id}")
         check = TeacherCheck(
@@ -52,7 +52,7 @@ def record_check(
         return check
 
 
-def latest_checks(engine: Engine, *, demo_ids: list[int]) -> dict[int, TeacherCheck]:
+def latest_checks(db: Engine, *, demo_ids: list[int]) -> dict[int, TeacherCheck]:
     """The most recent check of each of these demonstrations that has one."""
     if not demo_ids:
         return {}
@@ -61,7 +61,7 @@ def latest_checks(engine: Engine, *, demo_ids: list[int]) -> dict[int, TeacherCh
         .where(TeacherCheck.demonstration_id.in_(demo_ids))
         .group_by(TeacherCheck.demonstration_id)
     )
-    with reading(engine) as s:
+    with reading(db) as s:
         return {c.demonstration_id: c for c in s.scalars(select(TeacherCheck).where(TeacherCheck.id.in_(newest)))}
 
 
@@ -75,13 +75,13 @@ def current_check_exists() -> object:
     )
 
 
-def unchecked_ids(engine: Engine, *, limit: int, skip: Collection[int] = ()) -> list[int]:
+def unchecked_ids(db: Engine, *, limit: int, skip: Collection[int] = ()) -> list[int]:
     """Pending demonstrations with no check of their correction as it reads now, oldest first (those waiting
     longest in the queue first), leaving out `skip` (ones whose check failed in this process)."""
     query = select(Demonstration.id).where(Demonstration.status == "pending", ~current_check_exists())
     if skip:
         query = query.where(Demonstration.id.not_in(list(skip)))
-    with reading(engine) as s:
+    with reading(db) as s:
         return list(s.scalars(query.order_by(Demonstration.id).limit(max(1, int(limit)))))
 
 

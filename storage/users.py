@@ -38,7 +38,7 @@ def check_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(got.hex(), digest)
 
 
-def create_user(engine: Engine, *, name: str, role: str, password: str) -> User:
+def create_user(db: Engine, *, name: str, role: str, password: str) -> User:
     name = name.strip()
     if not name:
         raise ApprenticeError("a user name cannot be empty")
@@ -47,7 +47,7 @@ def create_user(engine: Engine, *, name: str, role: str, password: str) -> User:
     if len(password) < MIN_PASSWORD:
         raise ApprenticeError(f"a password needs at least {MIN_PASSWORD} characters")
     try:
-        with transaction(engine) as s:
+        with transaction(db) as s:
             user = User(name=name, role=role, password_hash=hash_password(password))
             s.add(user)
             s.flush()
@@ -56,32 +56,32 @@ def create_user(engine: Engine, *, name: str, role: str, password: str) -> User:
         raise Conflict(f"user {name!r} already exists") from None
 
 
-def get_user(engine: Engine, *, name: str) -> User:
-    with reading(engine) as s:
+def get_user(db: Engine, *, name: str) -> User:
+    with reading(db) as s:
         user = s.scalar(select(User).where(User.name == name))
     if user is None:
         raise NotFound(f"no user named {name!r}")
     return user
 
 
-def has_users(engine: Engine) -> bool:
-    with reading(engine) as s:
+def has_users(db: Engine) -> bool:
+    with reading(db) as s:
         return s.scalar(select(User.id).limit(1)) is not None
 
 
-def list_users(engine: Engine) -> list[User]:
-    with reading(engine) as s:
+def list_users(db: Engine) -> list[User]:
+    with reading(db) as s:
         return list(s.scalars(select(User).order_by(User.id)))
 
 
 _UNKNOWN_USER_HASH: list[str] = []  # made once: an unknown name costs the same scrypt as a known one
 
 
-def authenticate(engine: Engine, *, name: str, password: str) -> User | None:
+def authenticate(db: Engine, *, name: str, password: str) -> User | None:
     """The user when name and password match and the account is not disabled (its last sign-in is recorded). As
     slow for an unknown name as for a known one (the same scrypt runs against a stand-in hash), so timing does not
     tell which names exist."""
-    with reading(engine) as s:
+    with reading(db) as s:
         user = s.scalar(select(User).where(User.name == name))
     if user is None:
         if not _UNKNOWN_USER_HASH:
@@ -90,7 +90,7 @@ def authenticate(engine: Engine, *, name: str, password: str) -> User | None:
         return None
     if not check_password(password, user.password_hash) or user.disabled:
         return None
-    with transaction(engine) as s:
+    with transaction(db) as s:
         s.execute(update(User).where(User.id == user.id).values(last_sign_in=utcnow()))
     return user
 
@@ -99,13 +99,13 @@ def _key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_api_key(engine: Engine, *, name: str) -> str:
+def create_api_key(db: Engine, *, name: str) -> str:
     """A new API key for the user; only its hash is stored, so this is the one time it is seen."""
-    user = get_user(engine, name=name)
+    user = get_user(db, name=name)
     if user.disabled:
         raise ApprenticeError(f"user {name!r} is disabled; enable the account first")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    with transaction(engine) as s:
+    with transaction(db) as s:
         s.add(ApiKey(user_id=user.id, key_hash=_key_hash(key), prefix=key[:10]))
     return key
 
@@ -113,10 +113,10 @@ def create_api_key(engine: Engine, *, name: str) -> str:
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)  # a key's last use is written at most once a minute, not per request
 
 
-def user_for_api_key(engine: Engine, *, key: str) -> User | None:
+def user_for_api_key(db: Engine, *, key: str) -> User | None:
     """The user behind a key that is neither revoked nor of a disabled user (checked on every request, so a
     revocation holds at once); None otherwise."""
-    with reading(engine) as s:
+    with reading(db) as s:
         row = s.execute(
             select(User, ApiKey.id, ApiKey.last_used)
             .join(ApiKey, ApiKey.user_id == User.id)
@@ -127,6 +127,6 @@ def user_for_api_key(engine: Engine, *, key: str) -> User | None:
     user, key_id, last_used = row
     now = utcnow()
     if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
-        with transaction(engine) as s:
+        with transaction(db) as s:
             s.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used=now))
     return user

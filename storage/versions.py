@@ -12,10 +12,10 @@ from storage.models import VERSION_STATUSES, ModelVersion, utcnow
 BASE_VERSION = "v0"
 
 
-def ensure_base_version(engine: Engine) -> ModelVersion:
+def ensure_base_version(db: Engine) -> ModelVersion:
     """Create version 0 (active) on a fresh database; idempotent, also for replicas starting at once."""
     try:
-        with transaction(engine) as s:
+        with transaction(db) as s:
             base = s.scalar(select(ModelVersion).where(ModelVersion.name == BASE_VERSION))
             if base is None:
                 has_active = s.scalar(select(ModelVersion.id).where(ModelVersion.status == "active")) is not None
@@ -25,33 +25,33 @@ def ensure_base_version(engine: Engine) -> ModelVersion:
                 s.flush()
             return base
     except IntegrityError:  # another process created it a moment ago (the name is unique)
-        return get_version(engine, name=BASE_VERSION)
+        return get_version(db, name=BASE_VERSION)
 
 
-def list_versions(engine: Engine) -> list[ModelVersion]:
-    with reading(engine) as s:
+def list_versions(db: Engine) -> list[ModelVersion]:
+    with reading(db) as s:
         return list(s.scalars(select(ModelVersion).order_by(ModelVersion.id)))
 
 
-def get_version(engine: Engine, *, name: str) -> ModelVersion:
-    with reading(engine) as s:
+def get_version(db: Engine, *, name: str) -> ModelVersion:
+    with reading(db) as s:
         version = s.scalar(select(ModelVersion).where(ModelVersion.name == name))
     if version is None:
         raise NotFound(f"no model version named {name!r}")
     return version
 
 
-def active_version(engine: Engine) -> ModelVersion:
-    with reading(engine) as s:
+def active_version(db: Engine) -> ModelVersion:
+    with reading(db) as s:
         version = s.scalar(select(ModelVersion).where(ModelVersion.status == "active"))
     if version is None:
         raise NotFound("no active model version; run `apprentice db upgrade`")
     return version
 
 
-def set_active(engine: Engine, *, name: str) -> ModelVersion:
+def set_active(db: Engine, *, name: str) -> ModelVersion:
     """Mark `name` active and the previously active version retired, in one transaction."""
-    with transaction(engine) as s:
+    with transaction(db) as s:
         # Activations take turns (PostgreSQL: every version row locked, in id order so that two activations cannot
         # deadlock; SQLite's writers are serialized anyway), so the retiring UPDATE below sees the version an
         # activation committed a moment ago and no two stay active.
@@ -66,7 +66,7 @@ def set_active(engine: Engine, *, name: str) -> ModelVersion:
 
 
 def create_version(
-    engine: Engine,
+    db: Engine,
     *,
     name: str,
     adapter_path: str,
@@ -82,7 +82,7 @@ def create_version(
     if status not in VERSION_STATUSES or status == "active":
         raise ApprenticeError(f"a new version's status is one of candidate, retired, rejected; not {status!r}")
     try:
-        with transaction(engine) as s:
+        with transaction(db) as s:
             version = ModelVersion(
                 name=name, adapter_path=adapter_path, parent=parent, checksum=checksum, reason=reason, status=status
             )
@@ -93,9 +93,9 @@ def create_version(
         raise Conflict(f"a version named {name!r} already exists") from None
 
 
-def set_reason(engine: Engine, *, name: str, reason: str) -> ModelVersion:
+def set_reason(db: Engine, *, name: str, reason: str) -> ModelVersion:
     """Replace a version's note (e.g. why no gate judged it)."""
-    with transaction(engine) as s:
+    with transaction(db) as s:
         version = s.scalar(select(ModelVersion).where(ModelVersion.name == name))
         if version is None:
             raise NotFound(f"no model version named {name!r}")
@@ -103,9 +103,9 @@ def set_reason(engine: Engine, *, name: str, reason: str) -> ModelVersion:
         return version
 
 
-def ungated_candidates(engine: Engine) -> list[ModelVersion]:
+def ungated_candidates(db: Engine) -> list[ModelVersion]:
     """Candidates a round wrote that no gate has judged yet (no verdict, no note), oldest first."""
-    with reading(engine) as s:
+    with reading(db) as s:
         query = select(ModelVersion).where(
             ModelVersion.status == "candidate", ModelVersion.round_id.is_not(None), ModelVersion.reason == ""
         )

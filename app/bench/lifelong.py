@@ -39,7 +39,8 @@ from learner.gate import fresh_scores, gate_round
 from learner.probes import GENERAL_SUITE, ProbeSpec, load_general_suite, probe_to_json
 from learner.rounds import run_round
 from learner.training import anchor_prompts
-from storage import db, evals, review, versions
+from storage import evals, review, versions
+from storage.db import make_engine, upgrade
 
 METHODS = ("sdft", "sft")
 SPLITS = ("all", "tune", "report")
@@ -273,9 +274,9 @@ def run_job(run: Lifelong, method: str, seed: int, bar: Any = None) -> list[dict
     (folder / "rounds").mkdir(parents=True, exist_ok=True)
     records = job_records(run, method, seed)
     data = _restore(folder, len(records))
-    engine = db.make_engine(f"sqlite:///{data / 'apprentice.db'}")
-    db.upgrade(engine)
-    versions.ensure_base_version(engine)
+    db = make_engine(f"sqlite:///{data / 'apprentice.db'}")
+    upgrade(db)
+    versions.ensure_base_version(db)
     config = run.config(method, seed)
     for k in range(len(records) + 1, run.options.rounds + 1):
         if bar is not None:
@@ -284,16 +285,16 @@ def run_job(run: Lifelong, method: str, seed: int, bar: Any = None) -> list[dict
             {"messages": f.messages, "answer": f.answer, "skill": f.skill, "original_answer": base["originals"][f.id]}
             for f in run.round_facts(k)
         ]
-        review.import_demonstrations(engine, items=items, approve=True)
+        review.import_demonstrations(db, items=items, approve=True)
         t0 = time.perf_counter()
-        outcome = run_round(engine, model_dir=run.options.model_dir, data_dir=data, config=config)
+        outcome = run_round(db, model_dir=run.options.model_dir, data_dir=data, config=config)
         train_s = time.perf_counter() - t0
         promoted, reason, gate_s = False, outcome.message, 0.0
         if outcome.status == "succeeded":
             t1 = time.perf_counter()
-            decision = gate_round(engine, run.options.model_dir, outcome.version, eval_config=run.eval_config())
+            decision = gate_round(db, run.options.model_dir, outcome.version, eval_config=run.eval_config())
             promoted, reason, gate_s = decision.promote, decision.reason, time.perf_counter() - t1
-        record = score_live(run, engine, k)
+        record = score_live(run, db, k)
         record.update(round=k, version=outcome.version, promoted=promoted, reason=reason, train_s=round(train_s, 1),
                       gate_s=round(gate_s, 1), steps=outcome.metrics.get("steps"),
                       kl_last=outcome.metrics.get("kl_last"), loss_last=outcome.metrics.get("loss_last"))  # fmt: skip
@@ -301,20 +302,20 @@ def run_job(run: Lifelong, method: str, seed: int, bar: Any = None) -> list[dict
         records.append(_write_json(folder / "rounds" / f"r{k}.json", record))
         if bar is not None:
             bar.update(1)
-    engine.dispose()
+    db.dispose()
     return records
 
 
-def score_live(run: Lifelong, engine: Any, k: int) -> dict[str, Any]:
+def score_live(run: Lifelong, db: Any, k: int) -> dict[str, Any]:
     """The live version after round k: every fact taught so far, the general suite (the gate's stored scores and
     replies for that version when it has them), and each round's facts' mean MC."""
 
-    live = versions.active_version(engine)
+    live = versions.active_version(db)
     facts = run.taught[: k * run.options.per_round]
-    fresh_scores(engine, run.options.model_dir, live.name, run.eval_config())  # scores it unless the gate did
-    details = evals.latest_details(engine, version=live.name, skill="general")
+    fresh_scores(db, run.options.model_dir, live.name, run.eval_config())  # scores it unless the gate did
+    details = evals.latest_details(db, version=live.name, skill="general")
     replies = [p["reply"] for p in details["probes"] if p["grader"] != "choice"]
-    score = evals.latest_scores(engine, version=live.name)["general"].score
+    score = evals.latest_scores(db, version=live.name)["general"].score
     scored = score_version(run, facts, live.adapter_path, general=False)
     scores = scored["facts"]
     groups = {}
