@@ -11,8 +11,6 @@ version back in the Versions tab. Screenshots of every admin tab land in /tmp/ap
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from storage.demonstrations import create_demonstration
 from storage.models import Demonstration
 from storage.versions import ensure_base_version
 from tests.serving_helpers import make_adapter
-from tests.test_browser_chat import CHROMIUM, CHROMIUM_ARGS, cli, free_port
+from tests.test_browser_chat import CHROMIUM, CHROMIUM_ARGS, serving
 
 pytestmark = pytest.mark.browser
 
@@ -80,28 +78,8 @@ def server(tiny_model_dir, tmp_path_factory):
     seed(data, tiny_model_dir)
     env = {**os.environ, "APPRENTICE_HOME": str(data), "APPRENTICE_MODEL": tiny_model_dir,
            "APPRENTICE_MAX_NEW_TOKENS": "16", "APPRENTICE_LEARN_IN_SERVER": "0"}  # fmt: skip
-    port = free_port()
-    log = (data / "serve.log").open("w")
-    proc = subprocess.Popen(cli("serve", "--port", str(port)), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=data)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + 120
-        while True:
-            assert proc.poll() is None, f"apprentice serve exited:\n{(data / 'serve.log').read_text()[-3000:]}"
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                assert time.time() < deadline, "apprentice serve did not answer within 120 s"
-                time.sleep(0.5)
+    with serving(data, env) as url:
         yield url, data
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture()

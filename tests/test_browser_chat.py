@@ -8,12 +8,14 @@ demonstration (with its conversation) in the database. Needs /usr/bin/chromium (
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,34 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "app.cli", *args]
 
 
+@contextlib.contextmanager
+def serving(data: Path, env: dict[str, str], wait_s: float = 120) -> Iterator[str]:
+    """`apprentice serve` on a free port in `data` (its log: data/serve.log) until the block ends; yields its URL
+    once it answers."""
+    port = free_port()
+    log = (data / "serve.log").open("w")
+    proc = subprocess.Popen(cli("serve", "--port", str(port)), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=data)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + wait_s
+        while True:
+            assert proc.poll() is None, f"apprentice serve exited:\n{(data / 'serve.log').read_text()[-3000:]}"
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline, f"apprentice serve did not answer within {wait_s:.0f} s"
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
     """`apprentice serve` on the tiny model in its own data dir, with the user alice; yields (url, data dir)."""
@@ -58,28 +88,8 @@ def server(tiny_model_dir, tmp_path_factory):
     db = open_database(Settings(data_dir=data))  # migrated, as `apprentice users add` would leave it
     users.create_user(db, name="alice", role="user", password=PASSWORD)
     db.dispose()
-    port = free_port()
-    log = (data / "serve.log").open("w")
-    proc = subprocess.Popen(cli("serve", "--port", str(port)), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=data)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + 120
-        while True:
-            assert proc.poll() is None, f"apprentice serve exited:\n{(data / 'serve.log').read_text()[-3000:]}"
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                assert time.time() < deadline, "apprentice serve did not answer within 120 s"
-                time.sleep(0.5)
+    with serving(data, env) as url:
         yield url, data
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture()

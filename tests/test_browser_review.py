@@ -10,9 +10,7 @@ parent; the dashboard shows each version's share of replies rated up and down. S
 from __future__ import annotations
 
 import os
-import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,7 +23,7 @@ from storage.models import Demonstration
 from storage.versions import ensure_base_version
 from tests.serving_helpers import make_adapter
 from tests.test_browser_admin import PASSWORD, cell, sign_in
-from tests.test_browser_chat import CHROMIUM, CHROMIUM_ARGS, cli, free_port
+from tests.test_browser_chat import CHROMIUM, CHROMIUM_ARGS, serving
 
 pytestmark = pytest.mark.browser
 
@@ -74,28 +72,8 @@ def server(tiny_model_dir, tmp_path_factory):
     env = {**os.environ, "APPRENTICE_HOME": str(data), "APPRENTICE_MODEL": tiny_model_dir,
            "APPRENTICE_MAX_NEW_TOKENS": "16", "APPRENTICE_LEARN_IN_SERVER": "0",
            "APPRENTICE_TEACHER_CHECK_ON_ARRIVAL": "1", "APPRENTICE_TEACHER_CHECK_INTERVAL_S": "0.5"}  # fmt: skip
-    port = free_port()
-    log = (data / "serve.log").open("w")
-    proc = subprocess.Popen(cli("serve", "--port", str(port)), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=data)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + 300  # a busy machine: the server starts with a LoRA version live
-        while True:
-            assert proc.poll() is None, f"apprentice serve exited:\n{(data / 'serve.log').read_text()[-3000:]}"
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                assert time.time() < deadline, "apprentice serve did not answer within 300 s"
-                time.sleep(0.5)
+    with serving(data, env, wait_s=300) as url:
         yield url, data
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture()

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,7 +22,7 @@ from storage.db import make_engine, upgrade
 from storage.demonstrations import create_demonstration
 from storage.versions import ensure_base_version
 from tests.test_browser_admin import PASSWORD, SHOTS, browser, sign_in  # noqa: F401 - browser is a fixture
-from tests.test_browser_chat import cli, free_port
+from tests.test_browser_chat import serving
 
 pytestmark = pytest.mark.browser
 TINY_ROUND = {"batch_size": 2, "micro_batch_size": 2, "max_new_tokens": 8, "autocast": False}
@@ -55,28 +52,8 @@ def server(tiny_model_dir, tmp_path_factory):
     env = {**os.environ, "APPRENTICE_HOME": str(data), "APPRENTICE_MODEL": tiny_model_dir,
            "APPRENTICE_MAX_NEW_TOKENS": "16", "APPRENTICE_LEARN_IN_SERVER": "0",
            "APPRENTICE_LEARN_CONFIG": json.dumps(TINY_ROUND)}  # fmt: skip
-    port = free_port()
-    log = (data / "serve.log").open("w")
-    proc = subprocess.Popen(cli("serve", "--port", str(port)), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=data)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + 120
-        while True:
-            assert proc.poll() is None, f"apprentice serve exited:\n{(data / 'serve.log').read_text()[-3000:]}"
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                assert time.time() < deadline, "apprentice serve did not answer within 120 s"
-                time.sleep(0.5)
+    with serving(data, env) as url:
         yield url, data
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_train_now_previews_then_trains_with_the_chosen_method_and_budget(server, browser):  # noqa: F811
