@@ -54,6 +54,13 @@ def test_lifelong_runs_rounds_under_the_gate_and_resumes(tiny_model_dir: str, tm
     assert len(redone) == 2 and redone[0] == records[0]
     assert again["methods"]["sdft"]["final"]["rounds"] == 2
 
+    # a finished job is kept by its records alone; an unfinished one counts only the rounds it can resume from
+    for k in (1, 2):
+        (folder / "rounds" / f"r{k}.db").unlink()
+    assert job_records(prepare(options), "sdft", 0) == redone
+    (folder / "rounds" / "r2.json").unlink()
+    assert job_records(prepare(options), "sdft", 0) == []
+
 
 def test_teaching_order_interleaves_skills_and_too_few_facts_are_refused(tiny_model_dir: str, tmp_path: Path):
     options = _options(tiny_model_dir, tmp_path)

@@ -231,13 +231,16 @@ def job_dir(run: Lifelong, method: str, seed: int) -> Path:
 
 
 def job_records(run: Lifelong, method: str, seed: int) -> list[dict[str, Any]]:
-    """The job's finished rounds, in order (a round counts once its record and database copy exist)."""
-    folder, out = job_dir(run, method, seed), []
+    """The job's finished rounds, in order. A round counts once its record and database copy exist; a finished job
+    needs only its records (resuming is what needs the copies), so its `rounds/*.json` alone can be kept or moved."""
+    rounds = job_dir(run, method, seed) / "rounds"
+    out = []
     for k in range(1, run.options.rounds + 1):
-        rec, snap = folder / "rounds" / f"r{k}.json", folder / "rounds" / f"r{k}.db"
-        if not (rec.exists() and snap.exists()):
+        if not (rounds / f"r{k}.json").exists():
             break
-        out.append(json.loads(rec.read_text()))
+        out.append(json.loads((rounds / f"r{k}.json").read_text()))
+    if len(out) < run.options.rounds:
+        out = out[: next((k for k in range(len(out)) if not (rounds / f"r{k + 1}.db").exists()), len(out))]
     return out
 
 
