@@ -153,7 +153,9 @@ def run(db: Engine, args: argparse.Namespace) -> dict[str, Any]:
         tasks += [reader(name, fn, stop, out) for name, fn in reads.items()]
         await asyncio.gather(*tasks)
 
+    cpu0 = time.process_time()
     asyncio.run(load())
+    cpu = time.process_time() - cpu0  # this process's CPU (every thread) while writing and reading
     by_kind: dict[str, list[float]] = {}
     for kind, ms in out:
         by_kind.setdefault(kind, []).append(ms)
@@ -170,6 +172,9 @@ def run(db: Engine, args: argparse.Namespace) -> dict[str, Any]:
         "text_search_p99": result["by_kind"]["queue: text search"]["p99_ms"] <= TARGETS_MS["queue"],
         "dashboard_p99": result["by_kind"]["dashboard"]["p99_ms"] <= TARGETS_MS["dashboard"],
     }
+    # At saturation the writes/s are this process's CPU over the CPU a write costs (the reads' share included)
+    result["cpu_cores_used"] = round(cpu / args.seconds, 2)
+    result["cpu_ms_per_write"] = round(1000 * cpu / max(1, len(writes)), 2)
     result["load_average"] = [round(x, 2) for x in os.getloadavg()]  # other work on the machine skews every figure
     return result
 
@@ -191,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         db.dispose()
     head = f"{result['dialect']}: {args.rows:,} demonstrations (seeded in {result['seed_s']} s), {args.writers} writers"
     print(f"{head} for {args.seconds:g} s (think {args.think_ms:g} ms): {result['writes_per_s']} acknowledged writes/s")
+    print(f"  this process used {result['cpu_cores_used']} cores, {result['cpu_ms_per_write']} ms CPU per write")
     print(f"  {'what':<30} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for name, s in [("every write", result["write"]), *result["by_kind"].items()]:
         print(f"  {name:<30} {s['n']:>6} {s['p50_ms']:>8} {s['p99_ms']:>8} {s['max_ms']:>8}")
