@@ -4,8 +4,9 @@ conversation (its messages as JSON text), as one ILIKE per text, with an index b
 SQLite: `demonstrations_search`, an FTS5 table with the trigram tokenizer over the three texts (external content: it
 holds only the index; triggers keep it in step with `demonstrations`; migration 0006). A query of 3 or more characters
 is looked up there as a phrase (its trigrams in a row: a substring, case folded), and the rows found are then checked
-with the same ILIKE, so the index only narrows the rows: the results are exactly the ILIKE's. A shorter query has no
-trigram to look up and scans every row (correct, slower; one or two letters match most rows anyway).
+with the same ILIKE, so the index only narrows the rows: the results are exactly the ILIKE's (the tokenizer folds
+case for all of Unicode, SQLite's ILIKE for ASCII only, so the index never misses a row the ILIKE matches). A
+shorter query has no trigram to look up and scans every row (correct, slower; one or two letters match most rows).
 PostgreSQL: pg_trgm's GIN trigram indexes on the three texts (migration 0006), which ILIKE uses by itself.
 
     .venv/bin/python -m pytest -q tests/test_search.py
