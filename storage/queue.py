@@ -2,7 +2,8 @@
 
 Newest first. A page is read with `before_id` (the next, older page: the last id shown) or `after_id` (the previous,
 newer page: the first id shown); both walk an index, so page 2,000 costs what page 1 does. The total and the position
-of a page are COUNTs over the same filter (indexed for status, skill, author, date; a text search scans).
+of a page are COUNTs over the same filter (indexed for status, skill, author, date and text: storage/search.py), left
+out where the page itself tells them (a first or last page shorter than `limit`).
 
     page = queue_page(db, QueueFilter(status="pending", text="paris"), limit=25)
     page.rows, page.total, page.first_index, page.older, page.newer
@@ -16,12 +17,13 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, aliased
 
 from storage.db import reading
 from storage.errors import ApprenticeError
 from storage.models import DEMO_STATUSES, Demonstration, RoundDemonstration, TeacherCheck, User
+from storage.search import text_condition
 from storage.teacher_checks import AGREES, current_check_exists
 
 MAX_PAGE = 500
@@ -50,7 +52,8 @@ class QueueFilter:
         if self.check is not None and self.check not in CHECK_STATES:
             raise ApprenticeError(f"unknown teacher check state {self.check!r}; use one of {', '.join(CHECK_STATES)}")
 
-    def conditions(self) -> list[Any]:
+    def conditions(self, *, dialect: str) -> list[Any]:
+        """The filter as SQL conditions for `dialect` (the text search uses each backend's own index)."""
         out: list[Any] = []
         if self.status is not None:
             out.append(Demonstration.status == self.status)
@@ -75,15 +78,7 @@ class QueueFilter:
         if self.check is not None:
             out.append(_check_condition(self.check))
         if self.text and self.text.strip():
-            escaped = self.text.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            pattern = f"%{escaped}%"
-            out.append(
-                or_(
-                    Demonstration.corrected_answer.ilike(pattern, escape="\\"),
-                    Demonstration.original_answer.ilike(pattern, escape="\\"),
-                    func.cast(Demonstration.messages, type_=Demonstration.note.type).ilike(pattern, escape="\\"),
-                )
-            )
+            out.append(text_condition(self.text.strip(), dialect=dialect))
         return out
 
 
@@ -134,7 +129,7 @@ def queue_page(
     if before_id is not None and after_id is not None:
         raise ApprenticeError("give before_id or after_id, not both")
     limit = max(1, min(int(limit), MAX_PAGE))
-    where = filter.conditions()
+    where = filter.conditions(dialect=db.dialect.name)
     author, reviewer = aliased(User), aliased(User)
     query = (
         select(Demonstration, author.name, reviewer.name)
@@ -153,11 +148,7 @@ def queue_page(
         if after_id is not None:
             found.reverse()
         rows = [QueueRow(d, a, r) for d, a, r in found]
-        total = s.scalar(select(func.count()).select_from(Demonstration).where(*where)) or 0
-        first = 0
-        if rows and (before_id is not None or after_id is not None):  # the first page starts at 0 by definition
-            newer_q = select(func.count()).select_from(Demonstration).where(*where, Demonstration.id > rows[0].demo.id)
-            first = s.scalar(newer_q) or 0
+        first, total = _position(s, where, rows, before_id=before_id, after_id=after_id, short=len(rows) < limit)
     return QueuePage(
         rows=rows,
         total=total,
@@ -168,9 +159,30 @@ def queue_page(
     )
 
 
+def _position(
+    s: Session, where: list[Any], rows: list[QueueRow], *, before_id: int | None, after_id: int | None, short: bool
+) -> tuple[int, int]:
+    """(first_index, total) of a page: COUNTs, less those the page tells (`short`: it has fewer rows than asked, so
+    the walk ran out: no older rows for the first page and `before_id`, no newer ones for `after_id`)."""
+
+    def count(*more: Any) -> int:
+        return s.scalar(select(func.count()).select_from(Demonstration).where(*where, *more)) or 0
+
+    def newer() -> int:
+        return count(Demonstration.id > rows[0].demo.id) if rows else 0
+
+    if after_id is not None:
+        return (0 if short else newer()), count()
+    if before_id is not None:
+        first = newer()
+        return first, (first + len(rows) if rows and short else count())
+    return 0, (len(rows) if short else count())  # the first page starts at 0 by definition
+
+
 def queue_ids(db: Engine, filter: QueueFilter, *, limit: int = MAX_PAGE) -> list[int]:  # noqa: A002
     """Ids matching the filter, newest first (at most `limit`): the target of a bulk action on a whole filter."""
-    query = select(Demonstration.id).where(*filter.conditions()).order_by(Demonstration.id.desc())
+    query = select(Demonstration.id).where(*filter.conditions(dialect=db.dialect.name))
+    query = query.order_by(Demonstration.id.desc())
     with reading(db) as s:
         return list(s.scalars(query.limit(max(1, min(int(limit), MAX_PAGE)))))
 

@@ -3,11 +3,15 @@
 from alembic import context
 
 from storage.models import Base
+from storage.search import is_search_object
 
 engine = context.config.attributes["engine"]
 with engine.connect() as connection:
     context.configure(
-        connection=connection, target_metadata=Base.metadata, render_as_batch=connection.dialect.name == "sqlite"
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        include_name=lambda name, *_: not is_search_object(name),  # migration 0006's index objects, not in the models
     )
     with context.begin_transaction():
         context.run_migrations()
