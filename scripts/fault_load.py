@@ -1,16 +1,22 @@
 """Fault and load, from outside: `apprentice serve` in a subprocess, real HTTP clients, the database read back after.
-Run by hand (not in CI), from the repository root; the figures go in the README:
+Run by hand (not in CI), from the repository root; the figures go in docs/robustness.md:
 
-    .venv/bin/python scripts/fault_load.py                          # built-in model, 8 users; about 6 minutes
-    .venv/bin/python scripts/fault_load.py --model TINY_DIR --users 4 --seconds 20 --json bench/results/fault_load.json
+    .venv/bin/python scripts/fault_load.py                          # built-in model, 8 users, every phase
+    .venv/bin/python scripts/fault_load.py --users 4 --phases round --json bench/results/fault_load.json
+    .venv/bin/python scripts/fault_load.py --model TINY_DIR --users 4 --seconds 20 --json /tmp/fault_load.json
 
-Three phases, each on its own server start:
-1. kill -9: users chat (streamed and not) and correct every reply; the server is killed with SIGKILL mid-traffic
+Four phases (`--phases`, in the order given), each on its own server start over one data folder; `--json` keeps
+the phases a file holds already, so a run may be split:
+1. kill9: users chat (streamed and not) and correct every reply; the server is killed with SIGKILL mid-traffic
    (`--kills` times, restarting in between). Afterwards every acknowledged write (a reply whose final chunk arrived,
    a correction answered 200) must be in the database as acknowledged. Goal: 0 lost.
-2. load across swaps: the users chat and correct for `--seconds` while the active version flips between two LoRA
-   adapters every few seconds (`apprentice activate`'s path). Goal: 0 errors; latency p50/p99; acknowledged = stored.
-3. hostile: one user sends the issue's inputs (temperature 1e-300, top_p 5e-324, lone surrogates, a 10 MB message,
+2. load: the users chat and correct for `--seconds` while the active version flips between two LoRA adapters every
+   few seconds (`apprentice activate`'s path). Goal: 0 errors; latency p50/p99; acknowledged = stored.
+3. round: the users chat and correct while an admin approves `--approve` of their corrections and clicks Train now
+   (POST /api/admin/rounds: a round in a worker process with the deployment's settings, or `--round-steps` steps;
+   the gate; the hot swap when it promotes); they go on until the job ends. Goal: 0 errors; latency during the
+   round; acknowledged = stored; the round's outcome.
+4. hostile: one user sends the issue's inputs (temperature 1e-300, top_p 5e-324, lone surrogates, a 10 MB message,
    100 prompts in one completion, ids of 2^70, more streams than its share) beside well-behaved users. Goals: the
    hostile user gets no 5xx, every well-behaved reply finishes, /healthz stays under 1 s; then SIGTERM with
    replies streaming stops the server within 10 s.
@@ -43,7 +49,13 @@ from storage.db import make_engine, reading, upgrade  # noqa: E402
 from storage.models import Demonstration, Message  # noqa: E402
 
 APPRENTICE = str(Path(sys.executable).with_name("apprentice"))
-QUESTIONS = ["What is the capital of France?", "Name a prime number.", "What colour is the sky?", "Say hello."]
+# question -> the correction users send (a true answer, so that a round has something to learn)
+QUESTIONS = {
+    "What is the capital of France?": "The capital of France is Paris.",
+    "Name a prime number.": "7 is a prime number.",
+    "What colour is the sky?": "The sky is blue on a clear day.",
+    "Say hello.": "Hello! How can I help you today?",
+}
 
 
 class Server:
@@ -53,7 +65,8 @@ class Server:
         self.data, self.model, self.proc = data, model, None
         self.url = ""
 
-    def start(self) -> None:
+    def start(self, **settings: str) -> None:
+        """Start it; `settings` adds APPRENTICE_* variables for this start."""
         import socket
 
         with socket.socket() as s:
@@ -61,7 +74,7 @@ class Server:
             port = s.getsockname()[1]
         env = {**os.environ, "APPRENTICE_HOME": str(self.data), "APPRENTICE_MODEL": self.model,
                "APPRENTICE_LEARN_IN_SERVER": "0", "APPRENTICE_VERSION_POLL_SECONDS": "0.5",
-               "APPRENTICE_MAX_NEW_TOKENS": "64"}  # fmt: skip
+               "APPRENTICE_MAX_NEW_TOKENS": "64", **settings}  # fmt: skip
         log = open(self.data / "server.log", "a")  # noqa: SIM115 - the server writes to it while it runs
         self.proc = subprocess.Popen([APPRENTICE, "serve", "--port", str(port)], env=env, stdout=log, stderr=log)
         self.url = f"http://127.0.0.1:{port}"
@@ -96,43 +109,60 @@ class Ledger:
     def __init__(self) -> None:
         self.replies: dict[str, str] = {}  # response id -> text received
         self.corrections: dict[int, str] = {}  # demonstration id -> correction sent
-        self.latency: list[float] = []
-        self.errors: list[str] = []
+        self.latency: list[tuple[float, float]] = []  # (when the reply finished, seconds it took)
+        self.errors: list[tuple[float, str]] = []  # (when, what)
+        self.served: dict[str, int] = {}  # version -> replies it wrote
         self.finished = 0
+
+    def error(self, what: str) -> None:
+        self.errors.append((time.monotonic(), what))
+
+    def figures(self, start: float = 0.0, end: float = float("inf")) -> dict[str, Any]:
+        """Replies finished, errors and reply latency p50/p99 between `start` and `end` (monotonic seconds)."""
+        lat = sorted(s for t, s in self.latency if start <= t <= end)
+        errors = [what for t, what in self.errors if start <= t <= end]
+        return {
+            "replies": len(lat), "errors": len(errors), "error_samples": errors[:5],
+            "reply_p50_s": round(statistics.median(lat), 2) if lat else None,
+            "reply_p99_s": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 2) if lat else None,
+        }  # fmt: skip
 
 
 async def chat_turn(client: httpx.AsyncClient, ledger: Ledger, stream: bool, correct: bool = True) -> None:
-    body = {"messages": [{"role": "user", "content": random.choice(QUESTIONS)}], "max_tokens": 24,
-            "temperature": 0.7, "stream": stream}  # fmt: skip
+    question = random.choice(list(QUESTIONS))
+    body = {"messages": [{"role": "user", "content": question}], "max_tokens": 24, "temperature": 0.7,
+            "stream": stream}  # fmt: skip
     started = time.monotonic()
     try:
         if stream:
-            rid, text, finish = await _streamed(client, body)
+            rid, text, finish, version = await _streamed(client, body)
         else:
             r = await client.post("/v1/chat/completions", json=body)
             if r.status_code != 200:
-                ledger.errors.append(f"chat {r.status_code}: {r.text[:120]}")
+                ledger.error(f"chat {r.status_code}: {r.text[:120]}")
                 return
             out = r.json()
             rid, text, finish = out["id"], out["choices"][0]["message"]["content"], out["choices"][0]["finish_reason"]
+            version = out["model"]
         if finish is None:
-            ledger.errors.append("a reply ended without finish_reason")
+            ledger.error("a reply ended without finish_reason")
             return
         ledger.replies[rid], ledger.finished = text, ledger.finished + 1
-        ledger.latency.append(time.monotonic() - started)
+        ledger.latency.append((time.monotonic(), time.monotonic() - started))
+        ledger.served[version] = ledger.served.get(version, 0) + 1
         if correct:
-            fix = f"A better answer {random.randint(0, 10**9)}"
+            fix = QUESTIONS[question]
             r = await client.post("/v1/feedback", json={"response_id": rid, "correction": fix, "skill": "load"})
             if r.status_code != 200:
-                ledger.errors.append(f"feedback {r.status_code}: {r.text[:120]}")
+                ledger.error(f"feedback {r.status_code}: {r.text[:120]}")
                 return
             ledger.corrections[r.json()["demonstration"]["id"]] = fix
     except httpx.HTTPError as e:
-        ledger.errors.append(f"transport: {type(e).__name__}")
+        ledger.error(f"transport: {type(e).__name__}: {str(e)[:120]}")
 
 
-async def _streamed(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[str, str, str | None]:
-    rid, text, finish = "", "", None
+async def _streamed(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[str, str, str | None, str]:
+    rid, text, finish, version = "", "", None, ""
     async with client.stream("POST", "/v1/chat/completions", json=body) as r:
         if r.status_code != 200:
             raise httpx.HTTPStatusError(f"status {r.status_code}", request=r.request, response=r)
@@ -142,18 +172,26 @@ async def _streamed(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[st
             chunk = json.loads(line[6:])
             if "error" in chunk:
                 raise httpx.HTTPStatusError(chunk["error"]["message"], request=r.request, response=r)
-            rid = chunk["id"]
+            rid, version = chunk["id"], chunk["model"]
             for choice in chunk["choices"]:
                 text += choice["delta"].get("content", "")
                 finish = choice["finish_reason"] or finish
-    return rid, text, finish
+    return rid, text, finish, version
 
 
-async def users_chat(url: str, keys: list[str], seconds: float, ledger: Ledger) -> None:
+def timer(seconds: float) -> asyncio.Event:
+    """An event set `seconds` from now (call it inside the event loop)."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(seconds, stop.set)
+    return stop
+
+
+async def users_chat(url: str, keys: list[str], ledger: Ledger, stop: asyncio.Event) -> None:
+    """Each key chats (half the turns streamed) and corrects every reply, one turn after another, until `stop`."""
+
     async def one(key: str) -> None:
-        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as c:
-            stop = time.monotonic() + seconds
-            while time.monotonic() < stop:
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=300) as c:
+            while not stop.is_set():
                 await chat_turn(c, ledger, stream=random.random() < 0.5)
 
     await asyncio.gather(*(one(k) for k in keys))
@@ -215,7 +253,7 @@ def phase_kill(server: Server, db_url: str, keys: list[str], kills: int, seconds
         server.start()
 
         async def traffic() -> None:
-            chat = asyncio.ensure_future(users_chat(server.url, keys, seconds + 60, ledger))
+            chat = asyncio.ensure_future(users_chat(server.url, keys, ledger, asyncio.Event()))
             await _kill_after(server, random.uniform(0.6, 1.0) * seconds)
             await asyncio.sleep(0.5)
             chat.cancel()
@@ -241,17 +279,81 @@ def phase_load(server: Server, db_url: str, keys: list[str], seconds: float) -> 
         db.dispose()
 
     async def run() -> None:
-        await asyncio.gather(users_chat(server.url, keys, seconds, ledger), swapping())
+        await asyncio.gather(users_chat(server.url, keys, ledger, timer(seconds)), swapping())
 
     asyncio.run(run())
     server.sigterm()
-    lat = sorted(ledger.latency)
+    return {"users": len(keys), "seconds": seconds, "swaps": swaps, **ledger.figures(), "served": ledger.served,
+            **lost_writes(db_url, ledger)}  # fmt: skip
+
+
+def distinct(corrections: dict[int, str], n: int) -> list[int]:
+    """Up to `n` demonstrations, one per correction text (a reviewer approves no duplicates), then any others."""
+    first = {text: demo for demo, text in reversed(corrections.items())}
+    others = [demo for demo in corrections if demo not in first.values()]
+    return [*sorted(first.values()), *others][:n]
+
+
+def phase_round(
+    server: Server, db_url: str, keys: list[str], admin_key: str, *, approve: int, steps: int, after: float,
+    score_live: bool = True, activate: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Users chat and correct while an admin approves `approve` of their corrections (one per question) and clicks
+    Train now (POST /api/admin/rounds: a round in a worker process, of `steps` optimizer steps or the deployment's
+    number when 0, then the gate, then the hot swap when it promotes); they go on until the job ends and `after`
+    seconds more. With `score_live` the live version is scored first, before any traffic (as it is after any
+    earlier round), so that the gate scores only the candidate. With `activate` the deployment makes a round's
+    version live at once (learn_activate: no gate)."""
+    scored = time.monotonic()
+    if score_live and not activate:
+        from learner.evaluate import evaluate_version  # torch: only for this phase
+
+        db = make_engine(db_url)
+        evaluate_version(db, server.model, versions.active_version(db).name)
+        db.dispose()
+    scored = time.monotonic() - scored
+    env = {"APPRENTICE_LEARN_ACTIVATE": str(activate).lower()}
+    server.start(**env, **({"APPRENTICE_LEARN_CONFIG": json.dumps({"steps": steps})} if steps else {}))
+    ledger, marks, job = Ledger(), {}, {}
+
+    async def admin(stop: asyncio.Event) -> None:
+        headers = {"Authorization": f"Bearer {admin_key}"}
+        try:
+            async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=60) as c:
+                wanted = min(approve, len(QUESTIONS))
+                while len(ledger.corrections) < approve or len(set(ledger.corrections.values())) < wanted:
+                    await asyncio.sleep(0.5)
+                for demo in distinct(ledger.corrections, approve):
+                    r = await c.post(f"/api/admin/demonstrations/{demo}/approve", params={"confirm_flagged": True})
+                    r.raise_for_status()
+                marks["train_now"] = time.monotonic()
+                job.update((await c.post("/api/admin/rounds")).raise_for_status().json())
+                while job["status"] == "running":
+                    await asyncio.sleep(1)
+                    job.update((await c.get(f"/api/admin/jobs/{job['id']}")).raise_for_status().json())
+                    if "gate" not in marks and "for the gate" in job["message"]:
+                        marks["gate"] = time.monotonic()
+                marks["done"] = time.monotonic()
+                await asyncio.sleep(after)
+        finally:
+            stop.set()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        await asyncio.gather(users_chat(server.url, keys, ledger, stop), admin(stop))
+
+    asyncio.run(run())
+    server.sigterm()
+    t0, gate, done = marks["train_now"], marks.get("gate"), marks["done"]
+    result = job.get("result") or {}
     return {
-        "users": len(keys), "seconds": seconds, "swaps": swaps, "replies": ledger.finished,
-        "errors": len(ledger.errors), "error_samples": ledger.errors[:5],
-        "reply_p50_s": round(statistics.median(lat), 2) if lat else None,
-        "reply_p99_s": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 2) if lat else None,
-        **lost_writes(db_url, ledger),
+        "users": len(keys), "approved": approve, "steps": steps, "policy": "activate" if activate else "gate",
+        "live_scored_before_s": round(scored, 1),
+        "job_status": job["status"],
+        "round": {k: result.get(k) for k in ("status", "round", "version", "promoted", "live", "gate")},
+        "job_message": job["message"], "train_s": round((gate or done) - t0, 1),
+        "gate_s": round(done - gate, 1) if gate else None, "during_round": ledger.figures(t0, done),
+        "whole_phase": ledger.figures(), "served": ledger.served, **lost_writes(db_url, ledger),
     }  # fmt: skip
 
 
@@ -305,7 +407,7 @@ def phase_hostile(server: Server, keys: list[str], bad_key: str, seconds: float)
     async def run() -> None:
         stop = time.monotonic() + seconds
         await asyncio.gather(
-            users_chat(server.url, keys, seconds, ledger),
+            users_chat(server.url, keys, ledger, timer(seconds)),
             hostile(server.url, bad_key, stop, statuses),
             health(server.url, stop, health_s),
         )
@@ -328,9 +430,25 @@ def phase_hostile(server: Server, keys: list[str], bad_key: str, seconds: float)
         "hostile_requests": len(statuses), "hostile_statuses": counts,
         "hostile_5xx": sum(1 for c in statuses if c >= 500 and c != 503), "hostile_503": counts.get("503", 0),
         "well_behaved_replies": ledger.finished, "well_behaved_errors": len(ledger.errors),
-        "error_samples": ledger.errors[:5], "healthz_max_s": round(max(health_s), 2) if health_s else None,
+        "error_samples": [what for _, what in ledger.errors[:5]],
+        "healthz_max_s": round(max(health_s), 2) if health_s else None,
         "sigterm_exit_s": round(stopped, 1),
     }  # fmt: skip
+
+
+PHASES = ("kill9", "load", "round", "hostile")
+
+
+def run_phase(name: str, args: argparse.Namespace, server: Server, db_url: str, keys: list[str],
+              bad_key: str, admin_key: str) -> dict[str, Any]:  # fmt: skip
+    if name == "kill9":
+        return phase_kill(server, db_url, keys, args.kills, max(10.0, args.seconds / 4))
+    if name == "load":
+        return phase_load(server, db_url, keys, args.seconds)
+    if name == "round":
+        return phase_round(server, db_url, keys, admin_key, approve=args.approve, steps=args.round_steps,
+                           after=args.after, score_live=not args.gate_both, activate=args.activate)  # fmt: skip
+    return phase_hostile(server, keys, bad_key, args.seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -339,27 +457,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=8, help="well-behaved users (8)")
     parser.add_argument("--seconds", type=float, default=60, help="length of the load and hostile phases (60)")
     parser.add_argument("--kills", type=int, default=3, help="kill -9 rounds (3)")
-    parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--phases", default=",".join(PHASES), help=f"which phases, in order ({','.join(PHASES)})")
+    parser.add_argument("--approve", type=int, default=4, help="round: corrections the admin approves (4)")
+    parser.add_argument(
+        "--round-steps", type=int, default=0, help="round: optimizer steps (0: the deployment's, derived from epochs)"
+    )
+    parser.add_argument("--after", type=float, default=10, help="round: seconds of chat after its job ends (10)")
+    parser.add_argument(
+        "--gate-both",
+        action="store_true",
+        help="round: leave the live version unscored, so that the gate scores it too (a deployment's first round; "
+        "about twice the gate's time)",
+    )
+    parser.add_argument(
+        "--activate",
+        action="store_true",
+        help="round: the deployment makes a round's version live at once, no gate (learn_activate); its figures go "
+        "under round_activated",
+    )
+    parser.add_argument("--json", type=Path, help="write the figures here too (phases already there are kept)")
     parser.add_argument(
         "--keep", type=Path, help="an empty folder to run in and keep (the server's log); default: a temporary one"
     )
     args = parser.parse_args(argv)
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    if unknown := set(phases) - set(PHASES):
+        parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
     model_dir = resolve_model(args.model, default_cache_dir()) if args.model == BUILTIN else args.model
+    result = json.loads(args.json.read_text()) if args.json and args.json.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
         data = args.keep or Path(tmp)
         data.mkdir(parents=True, exist_ok=True)
-        db_url, keys, bad_key, _admin = setup(data, args.users, model_dir)
+        db_url, keys, bad_key, admin_key = setup(data, args.users, model_dir)
         server = Server(data, model_dir)
-        result = {"model": args.model, "load_average_start": [round(x, 2) for x in os.getloadavg()]}
-        result["kill9"] = phase_kill(server, db_url, keys, args.kills, max(10.0, args.seconds / 4))
-        print("kill -9:", result["kill9"], flush=True)
-        result["load"] = phase_load(server, db_url, keys, args.seconds)
-        print("load across swaps:", result["load"], flush=True)
-        result["hostile"] = phase_hostile(server, keys, bad_key, args.seconds)
-        print("hostile beside well-behaved:", result["hostile"], flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        for name in phases:
+            started, load = time.monotonic(), [round(x, 2) for x in os.getloadavg()]
+            figures = run_phase(name, args, server, db_url, keys, bad_key, admin_key)
+            key = "round_activated" if name == "round" and args.activate else name
+            result[key] = {"model": args.model, "load_average_before": load, **figures,
+                           "phase_s": round(time.monotonic() - started, 1)}  # fmt: skip
+            print(f"{key}:", json.dumps(result[key]), flush=True)
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 
