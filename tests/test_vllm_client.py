@@ -173,15 +173,18 @@ def test_several_servers_each_hold_every_version_and_share_the_requests(
     async def scenario():
         await vllm.activate("m1", m1)
         assert [e.loaded() for e in engines] == [["v0", "m1"]] * 2
-        replies = await asyncio.gather(*(collect(vllm.chat(HELLO, GREEDY)) for _ in range(8)))
+        # one at a time: taking turns among idle servers spreads them 4/4
+        replies = [await collect(vllm.chat(HELLO, GREEDY)) for _ in range(8)]
         with pytest.raises(RemoteError, match=f"at {second.url} answered 403: adapters load only from"):
             await vllm.activate("m2", m2)
         return replies
 
     replies = asyncio.run(scenario())
-    assert served.total() == 8 and abs(served["first"] - served["second"]) <= 2, served  # 4/4 unless one finished early
+    assert served == {"first": 4, "second": 4}, served
     expected = asyncio.run(collect(second.state.engine.chat(HELLO, GREEDY, version="m1")))
-    assert replies == [expected] * 8
+    # every reply came from m1 and ran to its length; the text is left out: the tiny random model's near-tied
+    # logits let greedy text differ between calls (CI saw it), which says nothing about which version answered
+    assert [r[1:] for r in replies] == [expected[1:]] * 8
     # m2 loaded on the first server only, so it was unloaded there again and m1 stays live everywhere
     assert vllm.active == "m1" and [e.loaded() for e in engines] == [["v0", "m1"]] * 2
     asyncio.run(vllm.activate("v0", None))
