@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +39,19 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def _journal_mode_wal(cur: sqlite3.Cursor, wait_s: float = 30.0) -> bool:
+    """Switch the file to WAL; True if it is in WAL mode. Processes opening a fresh file at once can race for the
+    switch, and SQLite then answers "database is locked" at once, without its busy timeout: retry until `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return cur.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def make_engine(url: str) -> Engine:
     """An engine; SQLite gets WAL, foreign keys, a busy timeout, and every write `transaction` acknowledges is on disk
     (see `_flush_wal`); PostgreSQL runs at its default READ COMMITTED, and a connection is checked before use (a
@@ -49,7 +64,7 @@ def make_engine(url: str) -> Engine:
         def _pragmas(dbapi_conn, record) -> None:  # noqa: ANN001
             dbapi_conn.isolation_level = None  # let SQLAlchemy's BEGIN below take control
             cur = dbapi_conn.cursor()
-            wal = cur.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+            wal = _journal_mode_wal(cur)
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             path = next((row[2] for row in cur.execute("PRAGMA database_list") if row[1] == "main"), "")

@@ -1,7 +1,8 @@
 """Writers racing on one database, on both backends (PostgreSQL runs them truly at once, at READ COMMITTED):
 the learner lease (8 processes race for it 200 times, exactly one wins each race, whether the lease was released
 (INSERT path) or left behind expired by a holder that stopped renewing (UPDATE path)); activations (one version
-active after concurrent ones); the same correction sent to two servers at once (one demonstration)."""
+active after concurrent ones); the same correction sent to two servers at once (one demonstration); replicas
+migrating a fresh database at once."""
 
 from __future__ import annotations
 
@@ -122,3 +123,28 @@ def test_replicas_starting_at_once_on_a_fresh_database_all_start(database_url):
     engine = make_engine(database_url)
     assert [(v.name, v.status) for v in versions.list_versions(engine)] == [("v0", "active")]
     engine.dispose()
+
+
+def upgrade_at_once(url: str, barrier, errors) -> None:  # noqa: ANN001
+    from storage.db import make_engine, upgrade
+
+    barrier.wait()
+    try:
+        upgrade(make_engine(url))
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        errors.put(repr(e))
+
+
+def test_six_processes_upgrading_one_fresh_sqlite_file_at_once_all_succeed(tmp_path):
+    """Each migration step used to commit on its own, so a process that read the revision between two steps ran a
+    step again ("duplicate column name") in about one try in ten; switching a fresh file to WAL could also fail."""
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(8):
+        url, barrier, errors = f"sqlite:///{tmp_path}/race-{attempt}.db", ctx.Barrier(6, timeout=60), ctx.Queue()
+        procs = [ctx.Process(target=upgrade_at_once, args=(url, barrier, errors)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=120)
+        assert [p.exitcode for p in procs] == [0] * 6
+        assert errors.empty(), f"attempt {attempt}: {errors.get()}"

@@ -6,13 +6,13 @@ from storage.models import Base
 from storage.search import is_search_object
 
 engine = context.config.attributes["engine"]
-with engine.connect() as connection:
+# One transaction from reading the current revision to the last step: on SQLite (BEGIN IMMEDIATE, see
+# storage.db.upgrade) processes starting at once then migrate one after the other, each seeing the others' work.
+with engine.connect() as connection, connection.begin():
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         include_name=lambda name, *_: not is_search_object(name),  # migration 0006's index objects, not in the models
     )
-    with context.begin_transaction():
-        context.run_migrations()
-    connection.commit()
+    context.run_migrations()
