@@ -128,6 +128,11 @@ class LearnerConfig:
         "Who answers the anchor prompts: student (on-policy) or teacher (the frozen live version, whose logits "
         "come with its samples: no teacher pass).",
     )
+    anchor_to: str = _f(
+        "live",
+        "Whom the anchor holds the student to: live (the version the round starts from) or base (the model without "
+        "any adapter, so that small drifts cannot add up over rounds).",
+    )
     anchor_max_new_tokens: int = _f(48, "Length cap of an anchor rollout.")
     anchor_prompts: str = _f("", "A text file of anchor prompts, one per line; empty: the shipped pool.")
     # --- data ----------------------------------------------------------------------------------------------------
@@ -176,6 +181,7 @@ class LearnerConfig:
             (0 <= self.replay_fraction <= 1, "replay_fraction must be in [0, 1]"),
             (self.anchor_weight >= 0 and self.anchor_batch_size >= 1, "anchor_weight >= 0, anchor_batch_size >= 1"),
             (self.anchor_from in ("student", "teacher"), "anchor_from must be student or teacher"),
+            (self.anchor_to in ("live", "base"), "anchor_to must be live or base"),
             (self.anchor_max_new_tokens >= 1, "anchor_max_new_tokens must be >= 1"),
             (self.skip_first_tokens >= 0 and self.top_k >= 0, "skip_first_tokens and top_k must be >= 0"),
             (

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from learner.prompts import Prompt
-from learner.session import STUDENT, TEACHER, Session, completion_logits, refresh_rollout_model
+from learner.session import BASE, STUDENT, TEACHER, Session, completion_logits, refresh_rollout_model
 from learner.sft import answer_loss_backward
 
 
@@ -113,7 +113,7 @@ def sample(
     from transformers import GenerationConfig
 
     cfg, tok = session.config, session.tokenizer
-    name = TEACHER if (source or cfg.rollout_from) == "teacher" else STUDENT
+    name = {"teacher": TEACHER, "base": BASE}.get(source or cfg.rollout_from, STUDENT)
     model = refresh_rollout_model(session, name)
     context: contextlib.AbstractContextManager = contextlib.nullcontext()
     if model is None:
@@ -123,7 +123,7 @@ def sample(
         budget = min(cfg.max_new_tokens, int(longest * cfg.new_tokens_factor) + cfg.new_tokens_margin)
     stops = sorted({session.eot_id, tok.eos_token_id} - {None})
     vocab = model.get_output_embeddings().weight.shape[0]
-    keep = name == TEACHER and len(batch) * budget * vocab * 4 <= TEACHER_LOGITS_BYTES  # generate keeps them in fp32
+    keep = name != STUDENT and len(batch) * budget * vocab * 4 <= TEACHER_LOGITS_BYTES  # generate keeps them in fp32
     generation = GenerationConfig(
         do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, max_new_tokens=budget,
         eos_token_id=stops, pad_token_id=tok.pad_token_id, output_logits=keep, return_dict_in_generate=keep,
@@ -158,8 +158,9 @@ def stack_rows(rows: list[Any], width: int) -> Any:
 
 
 def fixed_rollouts(cfg: Any, source: str | None = None) -> bool:
-    """Whether the rollout model stays the same for the whole round (sampled from the frozen teacher)."""
-    return (source or cfg.rollout_from) == "teacher" and cfg.teacher == "frozen"
+    """Whether the rollout model stays the same for the whole round (sampled from the frozen teacher or the base)."""
+    source = source or cfg.rollout_from
+    return source == "base" or (source == "teacher" and cfg.teacher == "frozen")
 
 
 # one step's (expanded) batch: completions, the teacher's logits on them (when it sampled them), generation seconds
@@ -190,10 +191,11 @@ def with_rollouts(
 
 
 def distill_backward(
-    session: Session, batch: list[Prompt], completions: list[list[int]], teacher_rows: list[Any] | None, weight: float
-) -> dict[str, Any]:
-    """Backward of `weight` x the mean per-sequence divergence (teacher on [teacher prompt; y], student on [student
-    prompt; y]) over the batch's sequences that have loss tokens; returns the sums and timings."""
+    session: Session, batch: list[Prompt], completions: list[list[int]], teacher_rows: list[Any] | None, weight: float,
+    reference: str = TEACHER,
+) -> dict[str, Any]:  # fmt: skip
+    """Backward of `weight` x the mean per-sequence divergence (adapter `reference` on [teacher prompt; y], student on
+    [student prompt; y]) over the batch's sequences that have loss tokens; returns the sums and timings."""
     import torch
 
     cfg = session.config
@@ -204,7 +206,7 @@ def distill_backward(
         part, comps = batch[start : start + cfg.micro_batch_size], completions[start : start + cfg.micro_batch_size]
         t1 = time.perf_counter()
         if teacher_rows is None:
-            with torch.no_grad(), session.adapter(TEACHER):
+            with torch.no_grad(), session.adapter(reference):
                 teacher = completion_logits(session, [p.teacher_ids for p in part], comps)
         else:
             width = max(max(len(c) for c in comps), 1)
@@ -262,13 +264,14 @@ def sdft_step(session: Session, batch: list[Prompt], rollouts: Rollouts | None =
 
 
 def anchor_step(session: Session, prompts: list[Prompt], rollouts: Rollouts) -> dict[str, Any]:
-    """The KL anchor: backward of `anchor_weight` x KL(live version || student) on rollouts of general prompts
-    without any demonstration (from `anchor_rollouts`). The prompts' teacher ids are their student ids, so the
-    teacher adapter is the live version without context."""
+    """The KL anchor: backward of `anchor_weight` x KL(reference || student) on rollouts of general prompts without
+    any demonstration (from `anchor_rollouts`). The reference is the live version (the teacher adapter; the prompts'
+    teacher ids are their student ids, so it answers without context) or, with `anchor_to="base"`, the base model."""
     cfg = session.config
     t0 = time.perf_counter()
     completions, teacher_rows, t_gen = rollouts
-    sums = distill_backward(session, prompts, completions, teacher_rows, cfg.anchor_weight)
+    reference = BASE if cfg.anchor_to == "base" else TEACHER
+    sums = distill_backward(session, prompts, completions, teacher_rows, cfg.anchor_weight, reference)
     return {
         "anchor_kl": sums["kl_sum"] / max(sums["n_valid"], 1),
         "anchor_s": time.perf_counter() - t0 + t_gen,
@@ -278,9 +281,10 @@ def anchor_step(session: Session, prompts: list[Prompt], rollouts: Rollouts) -> 
 
 def anchor_rollouts(session: Session, stream: Iterable[list[Prompt]]) -> Iterator[tuple[list[Prompt], Rollouts]]:
     """Anchor prompts with their rollouts: from the student (on-policy, each step as the last one left it) or, with
-    `anchor_from="teacher"`, from the frozen live version in groups of steps."""
+    `anchor_from="teacher"`, from the frozen reference (live version or base, see `anchor_to`) in groups of steps."""
     cfg = session.config
-    return with_rollouts(session, stream, source=cfg.anchor_from, budget=cfg.anchor_max_new_tokens)
+    source = cfg.anchor_from if cfg.anchor_from == "student" or cfg.anchor_to == "live" else "base"
+    return with_rollouts(session, stream, source=source, budget=cfg.anchor_max_new_tokens)
 
 
 def ema_update(session: Session) -> None:

@@ -25,6 +25,7 @@ from learner.prompts import end_of_turn_id
 from storage.errors import ApprenticeError
 
 TEACHER = "teacher"
+BASE = "base"  # a frozen adapter that changes nothing (B = 0): the base model, for an anchor with anchor_to="base"
 STUDENT = "default"  # peft's default name: save_pretrained then writes the adapter at the folder's top level
 
 
@@ -170,6 +171,8 @@ def open_session(
     session.rank, session.world = rank, world
     if teacher:
         _add_teacher(model)
+    if config.anchor_weight > 0 and config.anchor_to == "base":
+        _add_base(model)
     if rollout_model is not None:
         session.merge_pairs = _merge_pairs(model, rollout_model)
         if not session.merge_pairs:
@@ -192,6 +195,20 @@ def _add_teacher(model: Any) -> None:
         for name, p in params.items():
             if f".{TEACHER}." in name:
                 p.copy_(params[name.replace(f".{TEACHER}.", f".{STUDENT}.")])
+                p.requires_grad_(False)
+    model.base_model.set_adapter(STUDENT)
+
+
+def _add_base(model: Any) -> None:
+    """A frozen adapter "base" whose B matrices are zero: with it active the model is the base model."""
+    import torch
+
+    model.add_adapter(BASE, copy.deepcopy(model.peft_config[STUDENT]))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if f".{BASE}." in name:
+                if "lora_B" in name:
+                    p.zero_()
                 p.requires_grad_(False)
     model.base_model.set_adapter(STUDENT)
 

@@ -1,5 +1,6 @@
 """The KL anchor: its prompt pool is disjoint from the general suite, both methods train with it, and it holds the
-student near the live version on prompts without demonstrations (the tiny model, SFT at a high learning rate)."""
+student near the live version on prompts without demonstrations (the tiny model, SFT at a high learning rate), or with
+anchor_to="base" near the base model, pulling a drifted parent back."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 from learner.probes import GENERAL_SUITE
 from learner.sdft import divergence
-from learner.session import STUDENT, TEACHER, completion_logits
+from learner.session import BASE, STUDENT, TEACHER, completion_logits
 from learner.training import ANCHOR_PROMPTS, anchor_batches, anchor_prompts, train
 from storage.errors import ApprenticeError
 from tests.test_sdft import DEMOS, fp32
@@ -51,8 +52,9 @@ def test_anchor_batches_cycle_through_the_pool(tiny_model_dir, tmp_path):
     assert ANCHOR_PROMPTS.exists()
 
 
-def _drift(result) -> float:
-    """Mean next-token KL(live version || student) over anchor prompts followed by a fixed continuation."""
+def _drift(result, to_base: bool = False) -> float:
+    """Mean next-token KL(live version || student), or KL(base || student), over anchor prompts followed by a fixed
+    continuation."""
     session = result.session
     texts = anchor_prompts(session.config)[:8]
     batch = next(anchor_batches(session.tokenizer, session.config.replace(anchor_batch_size=8), 1))
@@ -60,7 +62,7 @@ def _drift(result) -> float:
     cont = [session.tokenizer("It is a good question.", add_special_tokens=False)["input_ids"]] * len(batch)
     with torch.no_grad():
         student = completion_logits(session, [p.student_ids for p in batch], cont).float().log_softmax(-1)
-        with session.adapter(TEACHER):
+        with session.model.disable_adapter() if to_base else session.adapter(TEACHER):
             live = completion_logits(session, [p.student_ids for p in batch], cont).float().log_softmax(-1)
     return float(divergence(student, live, "forward_kl").mean())
 
@@ -77,3 +79,21 @@ def test_the_anchor_holds_the_student_near_the_live_version(tiny_model_dir, meth
     assert teacher and not any(p.requires_grad for p in teacher)
     assert any(f".{STUDENT}." in n for n, _ in held.session.model.named_parameters())
     assert _drift(held) < 0.8 * _drift(free), (_drift(held), _drift(free))
+
+
+def test_an_anchor_to_the_base_pulls_a_drifted_parent_back(tiny_model_dir, tmp_path):
+    parent = tmp_path / "parent"
+    train(tiny_model_dir, DEMOS, fp32(method="sft", steps=3, learning_rate=5e-2)).save(parent)
+    common = dict(method="sft", steps=6, learning_rate=1e-2, anchor_weight=50.0, anchor_batch_size=4,
+                  anchor_max_new_tokens=6, max_grad_norm=0, anchor_from="teacher")  # fmt: skip
+    to_live = train(tiny_model_dir, DEMOS, fp32(**common), parent_adapter=str(parent))
+    to_base = train(tiny_model_dir, DEMOS, fp32(**common, anchor_to="base"), parent_adapter=str(parent))
+    frozen = [p for n, p in to_base.session.model.named_parameters() if f".{BASE}." in n]
+    assert frozen and not any(p.requires_grad for p in frozen)
+    assert not any(f".{BASE}." in n for n, _ in to_live.session.model.named_parameters())
+    assert _drift(to_base, to_base=True) < 0.8 * _drift(to_live, to_base=True), (
+        _drift(to_base, to_base=True),
+        _drift(to_live, to_base=True),
+    )
+    with pytest.raises(ApprenticeError, match="anchor_to"):
+        fp32(anchor_to="parent")
