@@ -34,6 +34,10 @@ def test_the_anchor_pool_is_not_the_general_suite():
         words = _content_words(prompt)
         near = [s for s in suite if len(words) >= 2 and len(words & _content_words(s)) >= max(2, 0.7 * len(words))]
         assert not near, (prompt, near)
+    probe_numbers = {tuple(sorted(re.findall(r"\d+", s))) for s in suite}
+    for prompt in pool:  # nor the same sum with other words ("What is 6 times 5?" for "What is 5 times 6?")
+        numbers = tuple(sorted(re.findall(r"\d+", prompt)))
+        assert not numbers or numbers not in probe_numbers, prompt
 
 
 def test_anchor_batches_cycle_through_the_pool(tiny_model_dir, tmp_path):
