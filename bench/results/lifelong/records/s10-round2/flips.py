@@ -20,6 +20,8 @@ JOBS = {
     "318-prompt pool, seed 1": "sdft-s1-3386890c",
     "318-prompt pool, lr 1e-3": "sdft-s0-d20529b8",
     "318-prompt pool, lr 1e-3, seed 1": "sdft-s1-f9b46a8c",
+    "default, seed 2": "sdft-s2-20a84d0e",
+    "318-prompt pool, seed 2": "sdft-s2-f52aec20",
 }
 out = {}
 for name, job in JOBS.items():
