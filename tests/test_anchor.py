@@ -30,13 +30,12 @@ def test_the_anchor_pool_is_not_the_general_suite():
     pool = [p.lower() for p in anchor_prompts(fp32())]
     assert len(pool) >= 100 and len(set(pool)) == len(pool)
     assert not set(suite) & set(pool), "anchor prompts must not be general-suite probes"
+    probe_numbers = {tuple(sorted(re.findall(r"\d+", s))) for s in suite}
     for prompt in pool:  # nor the same question in other words (most of its content words shared with a probe)
         words = _content_words(prompt)
         near = [s for s in suite if len(words) >= 2 and len(words & _content_words(s)) >= max(2, 0.7 * len(words))]
         assert not near, (prompt, near)
-    probe_numbers = {tuple(sorted(re.findall(r"\d+", s))) for s in suite}
-    for prompt in pool:  # nor the same sum with other words ("What is 6 times 5?" for "What is 5 times 6?")
-        numbers = tuple(sorted(re.findall(r"\d+", prompt)))
+        numbers = tuple(sorted(re.findall(r"\d+", prompt)))  # nor a probe's sum in other words (6 times 5, 5 times 6)
         assert not numbers or numbers not in probe_numbers, prompt
 
 
