@@ -7,6 +7,7 @@ apprentice bench lifelong [--quick] [--facts PATH] [--rounds R] [--per-round K] 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,8 @@ def add_parser(actions: argparse._SubParsersAction, common: argparse.ArgumentPar
     )
     p.add_argument("--json", type=Path, help="where to write the JSON report (default: OUT/bench_lifelong.json)")
     p.add_argument("--out", type=Path, default=Path("bench-out/lifelong"), help="output and cache folder (resumable)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads per job (0: torch's default)")
-    p.add_argument("--workers", type=int, default=1, help="jobs (method x seed) run in parallel processes")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads per job (0: cores / workers)")
+    p.add_argument("--workers", type=int, default=0, help="jobs (method x seed) run at once (0: one per job, <= cores)")
     p.add_argument("--report-only", action="store_true", help="run nothing: report the rounds already cached")
     p.set_defaults(handler=lifelong_command)  # fmt: skip
 
@@ -80,6 +81,9 @@ def lifelong_command(args: argparse.Namespace, settings: Settings) -> int:
     if min(seeds, rounds, per_round) < 1:
         raise ApprenticeError("--seeds, --rounds and --per-round must be at least 1")
     methods = ["sdft", "sft"] if args.method == "both" else [args.method]
+    cores = os.cpu_count() or 1
+    workers = args.workers or min(len(methods) * seeds, cores)
+    threads = args.threads or (max(1, cores // workers) if workers > 1 else 0)
     options = LifelongOptions(
         model_dir=model_folder(settings),
         out_dir=args.out,
@@ -94,10 +98,10 @@ def lifelong_command(args: argparse.Namespace, settings: Settings) -> int:
         seeds=list(range(seeds)),
         general_n=args.general_n if args.general_n is not None else quick.get("general_n"),
         overrides=overrides_by_method(args.set, methods),
-        threads=args.threads,
+        threads=threads,
     )
     try:
-        run_lifelong(options, workers=args.workers, run_jobs=not args.report_only)
+        run_lifelong(options, workers=workers, run_jobs=not args.report_only)
     except ValueError as e:
         raise ApprenticeError(str(e)) from None
     print((args.out / "bench_lifelong.md").read_text())
