@@ -52,6 +52,11 @@ class LearnerConfig:
         2e-4, "AdamW peak learning rate (LoRA wants ~1e-4..3e-4; the paper's 5e-6..5e-5 is for full fine-tuning)."
     )
     weight_decay: float = _f(0.0, "AdamW weight decay on the LoRA weights.")
+    parent_a_lr_factor: float = _f(
+        1.0,
+        "Learning-rate factor for LoRA's A matrices when a round continues a parent adapter. A fresh adapter's B "
+        "starts at zero, so its A barely acts at first; a trained B makes every step of A count (0 freezes A).",
+    )
     lr_schedule: str = _f("cosine", "cosine | linear | constant, after the warm-up.")
     warmup_ratio: float = _f(0.1, "Fraction of the optimizer steps spent warming up linearly from 0.")
     max_grad_norm: float = _f(1.0, "Gradient clipping (the paper: 1.0). 0 disables it.")
@@ -171,6 +176,7 @@ class LearnerConfig:
             (self.top_k_support in ("student", "teacher"), "top_k_support must be student or teacher"),
             (self.dtype in ("auto", "float32", "bfloat16"), "dtype must be auto, float32 or bfloat16"),
             (self.lora_r > 0 and self.lora_alpha > 0, "lora_r and lora_alpha must be positive"),
+            (self.parent_a_lr_factor >= 0, "parent_a_lr_factor must be >= 0"),
             (self.learning_rate > 0, "learning_rate must be positive"),
             (self.temperature > 0, "temperature must be positive (rollouts are sampled)"),
             (0 < self.top_p <= 1, "top_p must be in (0, 1]"),

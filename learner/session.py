@@ -180,7 +180,14 @@ def open_session(
     model.train()
     params = session.student_parameters()
     assert params and all(p.requires_grad for p in params), "the student adapter must be trainable"
-    session.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    lr = config.learning_rate
+    a_lr = lr * (config.parent_a_lr_factor if parent_adapter else 1.0)
+    named = [(n, p) for n, p in model.named_parameters() if any(p is q for q in params)]
+    groups = [
+        {"params": [p for n, p in named if "lora_A" not in n]},
+        {"params": [p for n, p in named if "lora_A" in n], "lr": a_lr},
+    ]
+    session.optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=config.weight_decay)
     session.scheduler = torch.optim.lr_scheduler.LambdaLR(session.optimizer, _lr_lambda(config, total_steps))
     return session
 

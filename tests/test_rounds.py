@@ -130,6 +130,25 @@ def test_round_two_teacher_is_round_one_version(engine, tiny_model_dir, tmp_path
     assert sorted(r.replay for r in lineage) == [False, True]  # the new one, and one of round 1's replayed
 
 
+@pytest.mark.parametrize("factor", [0.0, 1.0])
+def test_a_continuing_round_scales_the_parents_a_matrices_learning_rate(tiny_model_dir, tmp_path, factor):
+    example = Example([{"role": "user", "content": "What is the capital of Land0?"}], "The capital is City0.", 99)
+    parent = tmp_path / "parent"
+    train(tiny_model_dir, [example], cfg(method="sft", steps=2, learning_rate=5e-2)).save(parent)
+    config = cfg(method="sft", steps=2, learning_rate=5e-2, parent_a_lr_factor=factor)
+    child = train(tiny_model_dir, [example], config, parent_adapter=str(parent))
+    from safetensors.torch import load_file
+
+    before = load_file(parent / "adapter_model.safetensors")
+    after = {n: p for n, p in child.session.model.named_parameters() if ".default." in n}
+    moved = {kind: [not torch.equal(p, before[n.replace(".default", "")]) for n, p in after.items() if kind in n]
+             for kind in ("lora_A", "lora_B")}  # fmt: skip
+    assert moved["lora_A"] and all(moved["lora_B"])
+    assert all(moved["lora_A"]) if factor else not any(moved["lora_A"])
+    fresh = train(tiny_model_dir, [example], config.replace(steps=1))  # without a parent A trains at the full rate
+    assert [g["initial_lr"] for g in fresh.session.optimizer.param_groups] == [5e-2, 5e-2]
+
+
 def test_bad_demonstrations_are_skipped_and_the_round_goes_on(engine, tiny_model_dir, tmp_path):
     good = add_demos(engine, 1)
     bad = create_demonstration(engine, messages=[{"role": "user", "content": "Tell me everything."}],
