@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from app.bench.lifelong import LifelongOptions, job_dir, job_records, prepare, teaching_order
+from app.bench.lifelong import LifelongOptions, job_dir, job_records, prepare, score_live, teaching_order
 from app.bench.lifelong_report import run_lifelong
+from storage.db import make_engine
 from tests.test_bench_learn import SMALL, _facts_file
 
 
@@ -44,6 +45,14 @@ def test_lifelong_runs_rounds_under_the_gate_and_resumes(tiny_model_dir: str, tm
     records = job_records(prepare(options), "sdft", 0)
     assert len(records) == 2 and records[0]["facts"].keys() < records[1]["facts"].keys()  # facts so far, growing
     assert "| sdft |" in (options.out_dir / "bench_lifelong.md").read_text()
+
+    # scoring the live version again after a round that left it live reuses the earlier facts' scores
+    run = prepare(options)
+    db = make_engine(f"sqlite:///{job_dir(run, 'sft', 0) / 'data' / 'apprentice.db'}")
+    full, first = score_live(run, db, 2), score_live(run, db, 1)
+    assert first["facts"].keys() < full["facts"].keys()
+    assert score_live(run, db, 2, first) == full
+    db.dispose()
     assert (options.out_dir / "bench_lifelong.png").stat().st_size > 0
 
     # a killed job resumes from the last round's database copy: drop round 2 and run again

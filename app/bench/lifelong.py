@@ -297,7 +297,7 @@ def run_job(run: Lifelong, method: str, seed: int, bar: Any = None) -> list[dict
             t1 = time.perf_counter()
             decision = gate_round(db, run.options.model_dir, outcome.version, eval_config=run.eval_config())
             promoted, reason, gate_s = decision.promote, decision.reason, time.perf_counter() - t1
-        record = score_live(run, db, k)
+        record = score_live(run, db, k, records[-1] if records else None)
         record.update(round=k, version=outcome.version, promoted=promoted, reason=reason, train_s=round(train_s, 1),
                       gate_s=round(gate_s, 1), steps=outcome.metrics.get("steps"),
                       kl_last=outcome.metrics.get("kl_last"), loss_last=outcome.metrics.get("loss_last"))  # fmt: skip
@@ -309,9 +309,10 @@ def run_job(run: Lifelong, method: str, seed: int, bar: Any = None) -> list[dict
     return records
 
 
-def score_live(run: Lifelong, db: Any, k: int) -> dict[str, Any]:
+def score_live(run: Lifelong, db: Any, k: int, previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """The live version after round k: every fact taught so far, the general suite (the gate's stored scores and
-    replies for that version when it has them), and each round's facts' mean MC."""
+    replies for that version when it has them), and each round's facts' mean MC. When the live version is the one
+    `previous` (round k-1's record) scored, only round k's facts are scored: greedy scoring is deterministic."""
 
     live = versions.active_version(db)
     facts = run.taught[: k * run.options.per_round]
@@ -319,7 +320,11 @@ def score_live(run: Lifelong, db: Any, k: int) -> dict[str, Any]:
     details = evals.latest_details(db, version=live.name, skill="general")
     replies = [p["reply"] for p in details["probes"] if p["grader"] != "choice"]
     score = evals.latest_scores(db, version=live.name)["general"].score
-    scored = score_version(run, facts, live.adapter_path, general=False)
+    same = previous is not None and previous.get("live") == live.name and "facts" in previous
+    scored = score_version(run, run.round_facts(k) if same else facts, live.adapter_path, general=False)
+    if same:
+        scored["facts"] = previous["facts"] | scored["facts"]
+        scored["same_replies"] = previous["same_replies"] | scored["same_replies"]
     scores = scored["facts"]
     groups = {}
     for j in range(1, k + 1):
@@ -349,7 +354,7 @@ def run_jobs(options: LifelongOptions, workers: int = 1) -> None:
     import torch
 
     run = prepare(options)
-    if options.threads:
+    if options.threads and workers <= 1:  # parallel workers set their own; the base model is scored on every core
         torch.set_num_threads(options.threads)
     base_job(run)
     jobs = [(m, s) for s in options.seeds for m in options.methods]
