@@ -23,7 +23,8 @@ JOBS = {  # name: (job folder, round, live version, candidate)
 out = {}
 for name, (job, k, live, cand) in JOBS.items():
     db = sqlite3.connect(job / "rounds" / f"r{k}.db")
-    by = {v: json.loads(d)["probes"] for v, d in db.execute("select version, details from eval_results where skill='general'")}
+    rows = db.execute("select version, details from eval_results where skill='general'")
+    by = {v: json.loads(d)["probes"] for v, d in rows}
     pairs = list(zip(by[live], by[cand], strict=True))
     lost = [(x, y) for x, y in pairs if x["correct"] and not y["correct"]]
     gained = [(x, y) for x, y in pairs if y["correct"] and not x["correct"]]
