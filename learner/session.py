@@ -74,7 +74,10 @@ class Session:
             self.model.base_model.set_adapter(STUDENT)
 
     def student_parameters(self) -> list[Any]:
-        return [p for n, p in self.model.named_parameters() if f".{STUDENT}." in n and "lora_" in n]
+        return [p for _, p in self.student_named_parameters()]
+
+    def student_named_parameters(self) -> list[tuple[str, Any]]:
+        return [(n, p) for n, p in self.model.named_parameters() if f".{STUDENT}." in n and "lora_" in n]
 
     def save(self, out_dir: Path) -> None:
         """The student adapter as a peft folder (adapter_config.json + adapter_model.safetensors)."""
@@ -178,11 +181,10 @@ def open_session(
         if not session.merge_pairs:
             session.rollout_model = None  # an adapter shape we cannot merge by hand: generate through peft
     model.train()
-    params = session.student_parameters()
-    assert params and all(p.requires_grad for p in params), "the student adapter must be trainable"
+    named = session.student_named_parameters()
+    assert named and all(p.requires_grad for _, p in named), "the student adapter must be trainable"
     lr = config.learning_rate
     a_lr = lr * (config.parent_a_lr_factor if parent_adapter else 1.0)
-    named = [(n, p) for n, p in model.named_parameters() if any(p is q for q in params)]
     groups = [
         {"params": [p for n, p in named if "lora_A" not in n]},
         {"params": [p for n, p in named if "lora_A" in n], "lr": a_lr},
