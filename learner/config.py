@@ -52,6 +52,11 @@ class LearnerConfig:
         2e-4, "AdamW peak learning rate (LoRA wants ~1e-4..3e-4; the paper's 5e-6..5e-5 is for full fine-tuning)."
     )
     weight_decay: float = _f(0.0, "AdamW weight decay on the LoRA weights.")
+    adam_eps: float = _f(
+        1e-8,
+        "AdamW epsilon. Below the gradients' size every step moves each weight by about the learning rate; near it "
+        "(the built-in model's clipped LoRA gradients are ~5e-4 per weight) weights with small gradients move less.",
+    )
     parent_a_lr_factor: float = _f(
         1.0,
         "Learning-rate factor for LoRA's A matrices when a round continues a parent adapter. A fresh adapter's B "
@@ -177,6 +182,7 @@ class LearnerConfig:
             (self.dtype in ("auto", "float32", "bfloat16"), "dtype must be auto, float32 or bfloat16"),
             (self.lora_r > 0 and self.lora_alpha > 0, "lora_r and lora_alpha must be positive"),
             (self.parent_a_lr_factor >= 0, "parent_a_lr_factor must be >= 0"),
+            (self.adam_eps > 0, "adam_eps must be positive"),
             (self.learning_rate > 0, "learning_rate must be positive"),
             (self.temperature > 0, "temperature must be positive (rollouts are sampled)"),
             (0 < self.top_p <= 1, "top_p must be in (0, 1]"),

@@ -189,7 +189,7 @@ def open_session(
         {"params": [p for n, p in named if "lora_A" not in n]},
         {"params": [p for n, p in named if "lora_A" in n], "lr": a_lr},
     ]
-    session.optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=config.weight_decay)
+    session.optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=config.weight_decay, eps=config.adam_eps)
     session.scheduler = torch.optim.lr_scheduler.LambdaLR(session.optimizer, _lr_lambda(config, total_steps))
     return session
 

@@ -150,6 +150,21 @@ def test_a_continuing_round_scales_the_parents_a_matrices_learning_rate(tiny_mod
         assert [g["initial_lr"] for g in fresh.session.optimizer.param_groups] == [5e-2, 5e-2]
 
 
+def test_adam_eps_above_the_gradients_shrinks_a_steps_moves(tiny_model_dir, tmp_path):
+    example = Example([{"role": "user", "content": "What is the capital of Land0?"}], "The capital is City0.", 99)
+
+    def moves(eps: float) -> torch.Tensor:
+        config = cfg(method="sft", steps=1, learning_rate=1e-2, warmup_ratio=0.0, adam_eps=eps, max_grad_norm=1.0)
+        trained = train(tiny_model_dir, [example], config)
+        b = [p for n, p in trained.session.model.named_parameters() if ".default." in n and "lora_B" in n]
+        return torch.cat([p.detach().flatten().abs() for p in b])  # B starts at zero: its values are the step's moves
+
+    default, large = moves(1e-8), moves(1.0)
+    assert float(default.max()) == pytest.approx(1e-2, rel=1e-3)  # Adam's first step: lr * sign(gradient)
+    assert float(default.median()) > 0.9e-2  # ... for nearly every weight, however small its gradient
+    assert float(large.median()) < 1e-4  # eps over every clipped gradient (norm <= 1): about lr * gradient
+
+
 def test_bad_demonstrations_are_skipped_and_the_round_goes_on(engine, tiny_model_dir, tmp_path):
     good = add_demos(engine, 1)
     bad = create_demonstration(engine, messages=[{"role": "user", "content": "Tell me everything."}],
