@@ -150,13 +150,13 @@ def test_a_continuing_round_scales_the_parents_a_matrices_learning_rate(tiny_mod
         assert [g["initial_lr"] for g in fresh.session.optimizer.param_groups] == [5e-2, 5e-2]
 
 
-def test_adam_eps_above_the_gradients_shrinks_a_steps_moves(tiny_model_dir, tmp_path):
+def test_adam_eps_above_the_gradients_shrinks_a_steps_moves(tiny_model_dir):
     example = Example([{"role": "user", "content": "What is the capital of Land0?"}], "The capital is City0.", 99)
 
     def moves(eps: float) -> torch.Tensor:
         config = cfg(method="sft", steps=1, learning_rate=1e-2, warmup_ratio=0.0, adam_eps=eps, max_grad_norm=1.0)
         trained = train(tiny_model_dir, [example], config)
-        b = [p for n, p in trained.session.model.named_parameters() if ".default." in n and "lora_B" in n]
+        b = [p for n, p in trained.session.student_named_parameters() if "lora_B" in n]
         return torch.cat([p.detach().flatten().abs() for p in b])  # B starts at zero: its values are the step's moves
 
     default, large = moves(1e-8), moves(1.0)
