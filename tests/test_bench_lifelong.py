@@ -4,13 +4,16 @@ written elsewhere."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
+from app.bench.learn import config_digest
 from app.bench.lifelong import LifelongOptions, job_dir, job_records, prepare, score_live, teaching_order
 from app.bench.lifelong_report import run_lifelong
+from learner.config import LearnerConfig
 from storage.db import make_engine
 from tests.test_bench_learn import SMALL, _facts_file
 
@@ -63,12 +66,13 @@ def test_lifelong_runs_rounds_under_the_gate_and_resumes(tiny_model_dir: str, tm
     assert len(redone) == 2 and redone[0] == records[0]
     assert again["methods"]["sdft"]["final"]["rounds"] == 2
 
-    # a finished job is kept by its records alone; an unfinished one counts only the rounds it can resume from
+    # a job is reported from its records alone; an unfinished one resumes only from rounds with a database copy
     for k in (1, 2):
         (folder / "rounds" / f"r{k}.db").unlink()
-    assert job_records(prepare(options), "sdft", 0) == redone
+    assert job_records(prepare(options), "sdft", 0, resumable=True) == redone
     (folder / "rounds" / "r2.json").unlink()
-    assert job_records(prepare(options), "sdft", 0) == []
+    assert job_records(prepare(options), "sdft", 0) == redone[:1]
+    assert job_records(prepare(options), "sdft", 0, resumable=True) == []
 
 
 def test_teaching_order_interleaves_skills_and_too_few_facts_are_refused(tiny_model_dir: str, tmp_path: Path):
@@ -78,3 +82,12 @@ def test_teaching_order_interleaves_skills_and_too_few_facts_are_refused(tiny_mo
     assert teaching_order(run.taught) == run.taught
     with pytest.raises(ValueError, match="need 6 facts; the fact file has 4"):
         prepare(_options(tiny_model_dir, tmp_path, rounds=3))
+
+
+def test_job_names_hash_only_the_fields_that_differ_from_the_defaults() -> None:
+    # a field left at its default adds nothing, so a new setting that keeps the old behaviour renames no cached job
+    assert config_digest(LearnerConfig()) == hashlib.sha256(json.dumps([{}]).encode()).hexdigest()[:8]
+    builtin = LearnerConfig.preset("builtin")
+    assert config_digest(builtin.replace(adam_eps=1e-8)) == config_digest(builtin)
+    assert config_digest(builtin.replace(adam_eps=1e-3)) != config_digest(builtin)
+    assert config_digest(builtin, ["a prompt"]) != config_digest(builtin, [])

@@ -257,11 +257,18 @@ def sequence_skills(bench: Bench) -> list[str]:
     return bf.skills_in_order(bench.facts)[: 2 if bench.options.quick else bench.options.rounds]
 
 
+def config_digest(cfg: LearnerConfig, *extra: Any) -> str:
+    """Eight hex digits naming a cached job: the config's fields that differ from LearnerConfig's defaults, and
+    `extra`. A new field whose default keeps the old behaviour leaves every existing cache's name as it was."""
+    defaults = LearnerConfig().to_dict()
+    changed = {k: v for k, v in cfg.to_dict().items() if v != defaults[k]}
+    return hashlib.sha256(json.dumps([changed, *extra], sort_keys=True).encode()).hexdigest()[:8]
+
+
 def _job_name(kind: str, cfg: LearnerConfig | None, seed: int, extra: str = "") -> str:
     if cfg is None:
         return kind
-    digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-    return f"{kind}-{cfg.method}-lr{cfg.learning_rate:g}-st{cfg.steps}-s{seed}{extra}-{digest}"
+    return f"{kind}-{cfg.method}-lr{cfg.learning_rate:g}-st{cfg.steps}-s{seed}{extra}-{config_digest(cfg)}"
 
 
 def _cached(bench: Bench, name: str) -> dict[str, Any] | None:

@@ -32,7 +32,7 @@ from typing import Any
 from tqdm import tqdm
 
 from app.bench import facts as bf
-from app.bench.learn import general_subset
+from app.bench.learn import config_digest, general_subset
 from learner.config import LearnerConfig, default_preset
 from learner.evaluate import METHOD, EvalConfig, load_version, score_probes
 from learner.gate import fresh_scores, gate_round
@@ -226,20 +226,20 @@ def job_dir(run: Lifelong, method: str, seed: int) -> Path:
     """The job's folder, named by its learner config and its KL anchor's prompts (the pool is a file)."""
     config = run.config(method, seed)
     pool = anchor_prompts(config) if config.anchor_weight > 0 else []
-    digest = hashlib.sha256(json.dumps([config.to_dict(), pool], sort_keys=True).encode()).hexdigest()[:8]
-    return run.cache / f"{method}-s{seed}-{digest}"
+    return run.cache / f"{method}-s{seed}-{config_digest(config, pool)}"
 
 
-def job_records(run: Lifelong, method: str, seed: int) -> list[dict[str, Any]]:
-    """The job's finished rounds, in order. A round counts once its record and database copy exist; a finished job
-    needs only its records (resuming is what needs the copies), so its `rounds/*.json` alone can be kept or moved."""
+def job_records(run: Lifelong, method: str, seed: int, resumable: bool = False) -> list[dict[str, Any]]:
+    """The job's finished rounds, in order: their records alone (`rounds/*.json`, which can be kept or moved without
+    the database copies), or with `resumable` only the rounds up to the first whose database copy is missing (what
+    an unfinished job can resume from)."""
     rounds = job_dir(run, method, seed) / "rounds"
     out = []
     for k in range(1, run.options.rounds + 1):
         if not (rounds / f"r{k}.json").exists():
             break
         out.append(json.loads((rounds / f"r{k}.json").read_text()))
-    if len(out) < run.options.rounds:
+    if resumable and len(out) < run.options.rounds:
         out = out[: next((k for k in range(len(out)) if not (rounds / f"r{k + 1}.db").exists()), len(out))]
     return out
 
@@ -275,7 +275,7 @@ def run_job(run: Lifelong, method: str, seed: int, bar: Any = None) -> list[dict
     base = base_job(run)
     folder = job_dir(run, method, seed)
     (folder / "rounds").mkdir(parents=True, exist_ok=True)
-    records = job_records(run, method, seed)
+    records = job_records(run, method, seed, resumable=True)
     data = _restore(folder, len(records))
     db = make_engine(f"sqlite:///{data / 'apprentice.db'}")
     upgrade(db)
