@@ -106,7 +106,8 @@ def sample(
     the student prompt, or with `rollout_from="teacher"` from the teacher on the teacher prompt. With the teacher's
     samples come its (len, V) logits on each completion's tokens: the teacher pass of the loss (same weights, prompt
     and tokens) comes free with the sampling, unless they would take more than TEACHER_LOGITS_BYTES (a large
-    vocabulary, long rollouts); otherwise None."""
+    vocabulary, long rollouts) or the passes run under bf16 autocast, where the sampling copy's bf16 logits are not the
+    training pass's (1.6e-3 nats per token apart on the built-in model); otherwise None."""
     import contextlib
 
     import torch
@@ -123,7 +124,8 @@ def sample(
         budget = min(cfg.max_new_tokens, int(longest * cfg.new_tokens_factor) + cfg.new_tokens_margin)
     stops = sorted({session.eot_id, tok.eos_token_id} - {None})
     vocab = model.get_output_embeddings().weight.shape[0]
-    keep = name != STUDENT and len(batch) * budget * vocab * 4 <= TEACHER_LOGITS_BYTES  # generate keeps them in fp32
+    fits = len(batch) * budget * vocab * 4 <= TEACHER_LOGITS_BYTES  # generate keeps them in fp32
+    keep = name != STUDENT and not session.autocast and fits
     generation = GenerationConfig(
         do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, max_new_tokens=budget,
         eos_token_id=stops, pad_token_id=tok.pad_token_id, output_logits=keep, return_dict_in_generate=keep,
