@@ -47,8 +47,8 @@ def _parent(model_dir: str, folder: Path) -> str:
 def test_a_continuing_rounds_teacher_is_the_parent_version_with_default_weights(tiny_model_dir, tmp_path):
     parent = _parent(tiny_model_dir, tmp_path / "parent")
     cuda_default = {torch.float32: "float32", torch.bfloat16: "bfloat16"}[weight_dtype(LearnerConfig(device="cuda"))]
-    assert _teacher_gap(tiny_model_dir, str(parent), cuda_default) < 1e-4
-    assert _teacher_gap(tiny_model_dir, str(parent), "bfloat16") > 1e-3  # what bf16 weights did
+    assert _teacher_gap(tiny_model_dir, parent, cuda_default) < 1e-4
+    assert _teacher_gap(tiny_model_dir, parent, "bfloat16") > 1e-3  # what bf16 weights did
 
 
 def test_under_bf16_autocast_the_anchor_starts_at_zero(tiny_model_dir, tmp_path, monkeypatch):
