@@ -146,6 +146,13 @@ class LearnerConfig:
     anchor_max_new_tokens: int = _f(48, "Length cap of an anchor rollout.")
     anchor_prompts: str = _f("", "A text file of anchor prompts, one per line; empty: the shipped pool.")
     # --- data ----------------------------------------------------------------------------------------------------
+    train_from: str = _f(
+        "live",
+        "live: the round continues the live version's adapter, which is also the teacher and the anchor. base: every "
+        "round trains a fresh adapter from the base model on all the demonstrations the live version has learned "
+        "plus the new ones (replay_fraction does not apply), with the base model as teacher and anchor, so that "
+        "rounds cannot stack drift on drift.",
+    )
     replay_fraction: float = _f(
         0.0,
         "Add this fraction (of the new demonstrations) of already learned ones, sampled "
@@ -191,6 +198,7 @@ class LearnerConfig:
             (self.steps >= 0 and self.epochs > 0 and self.min_steps >= 1, "steps >= 0, epochs > 0, min_steps >= 1"),
             (0 <= self.jsd_beta <= 1 and 0 < self.ema_rate <= 1, "jsd_beta in [0, 1], ema_rate in (0, 1]"),
             (0 <= self.replay_fraction <= 1, "replay_fraction must be in [0, 1]"),
+            (self.train_from in ("live", "base"), "train_from must be live or base"),
             (self.anchor_weight >= 0 and self.anchor_batch_size >= 1, "anchor_weight >= 0, anchor_batch_size >= 1"),
             (self.anchor_from in ("student", "teacher"), "anchor_from must be student or teacher"),
             (self.anchor_to in ("live", "base"), "anchor_to must be live or base"),

@@ -1,5 +1,6 @@
 """One learning round against the database: approved demonstrations the live version has not learned (plus an
-optional replay sample) -> train (SDFT or SFT) from the live version -> a new version directory written atomically
+optional replay sample) -> train (SDFT or SFT) from the live version (or, with train_from=base, a fresh adapter from
+the base model on everything the live version learned too) -> a new version directory written atomically
 -> the round recorded and the version registered as a candidate.
 
     outcome = run_round(db, model_dir=folder, data_dir=Path("data"), config=LearnerConfig.preset("builtin"))
@@ -104,7 +105,9 @@ def _select(
         wanted = set(only)
         new = [d for d in new if d.id in wanted]
     replay: list[Any] = []
-    if new and config.replay_fraction > 0:
+    if new and config.train_from == "base":
+        replay = demonstrations.list_learned(db, version=parent)
+    elif new and config.replay_fraction > 0:
         pool = demonstrations.list_learned(db, version=parent)
         k = min(len(pool), round(config.replay_fraction * len(new)))
         replay = random.Random(config.seed).sample(pool, k)
@@ -159,6 +162,10 @@ class RoundPlan:
     new_ids: list[int]
     replay_ids: list[int]
     skipped: list[dict[str, Any]]
+
+    def start_adapter(self, config: LearnerConfig) -> str | None:
+        """The adapter training starts from (and whose model teaches and anchors): None is the base model."""
+        return None if config.train_from == "base" else self.parent.adapter_path
 
     def steps(self, config: LearnerConfig) -> int:
         """The optimizer steps `config` gives this round."""
@@ -265,7 +272,7 @@ def _train_and_register(
 
     try:
         result = train_parallel(model_dir, plan.examples, config, nproc=nproc, on_step=step_hook,
-                                parent_adapter=plan.parent.adapter_path, should_stop=lambda: beat.lost)  # fmt: skip
+                                parent_adapter=plan.start_adapter(config), should_stop=lambda: beat.lost)  # fmt: skip
     finally:
         events.close()
     metrics = {**result.metrics, "demonstrations": len(plan.new_ids), "replayed": len(plan.replay_ids),

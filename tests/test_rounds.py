@@ -1,6 +1,6 @@
 """Rounds on the tiny model against a real SQLite database: the version, manifest, lineage and metrics a round
-leaves; round 2's teacher is round 1's version; nothing to learn; bad demonstrations skipped; a failed round and a
-corrupted parent leave no version behind."""
+leaves; round 2's teacher is round 1's version (or a fresh start with train_from=base); nothing to learn; bad
+demonstrations skipped; a failed round and a corrupted parent leave no version behind."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from learner.session import TEACHER, completion_logits
 from learner.training import train
 from storage import review, rounds, versions
 from storage.demonstrations import count_fresh, create_demonstration, list_unlearned
+from storage.errors import ApprenticeError
 
 
 def cfg(**kw) -> LearnerConfig:
@@ -128,6 +129,28 @@ def test_round_two_teacher_is_round_one_version(engine, tiny_model_dir, tmp_path
     assert second.parent == v1.name and read_manifest(tmp_path / "versions" / second.version)["parent"] == v1.name
     lineage = rounds.round_demonstrations(engine, round_id=second.round_id)
     assert sorted(r.replay for r in lineage) == [False, True]  # the new one, and one of round 1's replayed
+
+
+def test_a_round_from_the_base_trains_a_fresh_adapter_on_everything_the_live_version_learned(
+    engine, tiny_model_dir, tmp_path
+):
+    from safetensors.torch import load_file
+
+    first_ids = add_demos(engine, 2)
+    first = run_round(engine, model_dir=tiny_model_dir, data_dir=tmp_path, activate=True,
+                      config=cfg(method="sft", steps=3, learning_rate=5e-2))  # fmt: skip
+    trained = load_file(tmp_path / "versions" / first.version / "adapter_model.safetensors")
+    assert any(t.abs().max() > 1e-3 for n, t in trained.items() if "lora_B" in n)
+    new_id = add_demos(engine, 1, start=2)[0]
+    config = cfg(steps=1, learning_rate=1e-9, train_from="base")
+    second = run_round(engine, model_dir=tiny_model_dir, data_dir=tmp_path, config=config)
+    assert second.parent == first.version  # the lineage goes on: the new version has learned all three
+    lineage = rounds.round_demonstrations(engine, round_id=second.round_id)
+    assert sorted((r.demonstration_id, r.replay) for r in lineage) == [(i, True) for i in first_ids] + [(new_id, False)]
+    fresh = load_file(tmp_path / "versions" / second.version / "adapter_model.safetensors")
+    assert all(t.abs().max() < 1e-6 for n, t in fresh.items() if "lora_B" in n), "it continued the parent's adapter"
+    with pytest.raises(ApprenticeError, match="train_from"):
+        cfg(train_from="parent")
 
 
 @pytest.mark.parametrize("factor", [0.0, 1.0])
