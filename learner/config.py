@@ -78,6 +78,12 @@ class LearnerConfig:
         1.0,
         "Sampling temperature of the student's rollouts; logits are divided by it in the loss too (the paper: 1.0).",
     )
+    teacher_temperature: float = _f(
+        0.0,
+        "Temperature of the teacher's logits in the demonstrations' loss; 0 = the same as temperature. Below it the "
+        "targets are sharpened: the student is pulled toward the teacher's most likely tokens (argmax unchanged). "
+        "The KL anchor always uses temperature.",
+    )
     top_p: float = _f(1.0, "Nucleus sampling of the rollouts (the paper: 1.0, i.e. off).")
     max_new_tokens: int = _f(256, "Hard cap on a rollout's length.")
     new_tokens_factor: float = _f(2.0, "A rollout may run to factor x the longest demonstration of the batch ...")
@@ -192,6 +198,7 @@ class LearnerConfig:
             (self.adam_eps > 0, "adam_eps must be positive"),
             (self.learning_rate > 0, "learning_rate must be positive"),
             (self.temperature > 0, "temperature must be positive (rollouts are sampled)"),
+            (self.teacher_temperature >= 0, "teacher_temperature must be >= 0 (0: the same as temperature)"),
             (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
             (self.batch_size > 0 and self.micro_batch_size > 0, "batch sizes must be positive"),
             (self.rollout_group_steps >= 1, "rollout_group_steps must be >= 1"),

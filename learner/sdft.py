@@ -70,10 +70,11 @@ def topk_logprobs(student: Any, teacher: Any, k: int, *, tail: bool, support: st
     return out[0], out[1]
 
 
-def token_divergence(student_logits: Any, teacher_logits: Any, config: Any) -> Any:
-    """(B, C) divergence per completion position from (B, C, V) logits, both divided by the temperature first."""
+def token_divergence(student_logits: Any, teacher_logits: Any, config: Any, teacher_temperature: float = 0.0) -> Any:
+    """(B, C) divergence per completion position from (B, C, V) logits, divided by the temperature first (the
+    teacher's by `teacher_temperature` when that is given)."""
     student = student_logits.float() / config.temperature
-    teacher = teacher_logits.float() / config.temperature
+    teacher = teacher_logits.float() / (teacher_temperature or config.temperature)
     if config.top_k:
         s, t = topk_logprobs(student, teacher, config.top_k, tail=config.top_k_tail, support=config.top_k_support)
     else:
@@ -194,7 +195,7 @@ def with_rollouts(
 
 def distill_backward(
     session: Session, batch: list[Prompt], completions: list[list[int]], teacher_rows: list[Any] | None, weight: float,
-    reference: str = TEACHER,
+    reference: str = TEACHER, teacher_temperature: float = 0.0,
 ) -> dict[str, Any]:  # fmt: skip
     """Backward of `weight` x the mean per-sequence divergence (adapter `reference` on [teacher prompt; y], student on
     [student prompt; y]) over the batch's sequences that have loss tokens; returns the sums and timings."""
@@ -216,14 +217,14 @@ def distill_backward(
         t2 = time.perf_counter()
         student = completion_logits(session, [p.student_ids for p in part], comps)
         mask = loss_mask([len(c) for c in comps], student.shape[1], cfg.skip_first_tokens, session.device)
-        per_seq, valid = per_sequence_mean(token_divergence(student, teacher, cfg), mask)
+        per_seq, valid = per_sequence_mean(token_divergence(student, teacher, cfg, teacher_temperature), mask)
         if n_valid and valid.any():
             (per_seq[valid].sum() * (weight / n_valid)).backward()
         out["loss_sum"] += float(per_seq[valid].detach().sum())
         if cfg.loss != "forward_kl" or cfg.top_k:
             with torch.no_grad():
                 full = cfg.__class__(**{**cfg.to_dict(), "loss": "forward_kl", "top_k": 0})
-                kl_seq, _ = per_sequence_mean(token_divergence(student, teacher, full), mask)
+                kl_seq, _ = per_sequence_mean(token_divergence(student, teacher, full, teacher_temperature), mask)
                 out["kl_sum"] += float(kl_seq[valid].sum())
         else:
             out["kl_sum"] += float(per_seq[valid].detach().sum())
@@ -245,7 +246,7 @@ def sdft_step(session: Session, batch: list[Prompt], rollouts: Rollouts | None =
     else:
         completions, teacher_rows, t_gen = rollouts
     lengths = [len(c) for c in completions]
-    sums = distill_backward(session, batch, completions, teacher_rows, 1.0)
+    sums = distill_backward(session, batch, completions, teacher_rows, 1.0, teacher_temperature=cfg.teacher_temperature)
     n = max(sums["n_valid"], 1)
     sft_loss, t_student = None, sums["student_s"]
     if cfg.sft_weight:

@@ -58,6 +58,17 @@ def test_logits_are_divided_by_the_temperature_before_log_softmax():
     assert token_divergence(student, teacher, config).item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_a_teacher_temperature_sharpens_only_the_teacher():
+    config = LearnerConfig(temperature=2.0, teacher_temperature=0.5)
+    student = torch.tensor([[[2.0, 1.0, 0.0]]])
+    teacher = torch.tensor([[[0.0, 2.0, 4.0]]])
+    soft = lambda z, t: [math.exp(v / t) / sum(math.exp(w / t) for w in z) for v in z]  # noqa: E731
+    expected = kl(soft([0.0, 2.0, 4.0], 0.5), soft([2.0, 1.0, 0.0], 2.0))
+    got = token_divergence(student, teacher, config, config.teacher_temperature).item()
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert token_divergence(student, teacher, config).item() != pytest.approx(got, rel=1e-2)  # the anchor's call
+
+
 def test_topk_with_tail_bucket_matches_hand_computation():
     # student's top-2 support = tokens 0 and 1; the tail bucket holds token 2's mass on each side
     s, t = topk_logprobs(logp(Q), logp(P), 2, tail=True, support="student")
