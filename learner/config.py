@@ -30,6 +30,7 @@ CONTEXT_FIRST_TEMPLATE = "{demonstration}\n\n{question} Answer in one sentence."
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 METHODS = ("sdft", "sft")
 LOSSES = ("forward_kl", "reverse_kl", "jsd")
+ROLLOUT_SOURCES = ("student", "teacher", "demonstration")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors TRL's metadata={"help": ...}
@@ -91,7 +92,9 @@ class LearnerConfig:
     rollout_from: str = _f(
         "student",
         "Who samples the rollouts: student (on-policy, the paper) or teacher (the teacher with the demonstration in "
-        "its context, TRL's generate_from_teacher: off-policy, but on a weak student its samples reach the answer).",
+        "its context, TRL's generate_from_teacher: off-policy, but on a weak student its samples reach the answer) or "
+        "demonstration (no sampling: the student is pulled toward the teacher's distribution on the demonstration's "
+        "own tokens, soft targets where SFT has one-hot ones).",
     )
     samples_per_prompt: int = _f(1, "Rollouts sampled per prompt in each step (each one a training sequence).")
     rollout_group_steps: int = _f(
@@ -189,7 +192,7 @@ class LearnerConfig:
             (self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}"),
             (self.lr_schedule in ("cosine", "linear", "constant"), "lr_schedule must be cosine, linear or constant"),
             (self.teacher in ("frozen", "ema"), "teacher must be frozen or ema"),
-            (self.rollout_from in ("student", "teacher"), "rollout_from must be student or teacher"),
+            (self.rollout_from in ROLLOUT_SOURCES, f"rollout_from must be one of {', '.join(ROLLOUT_SOURCES)}"),
             (self.samples_per_prompt >= 1 and self.sft_weight >= 0, "samples_per_prompt >= 1, sft_weight >= 0"),
             (self.top_k_support in ("student", "teacher"), "top_k_support must be student or teacher"),
             (self.dtype in ("auto", "float32", "bfloat16"), "dtype must be auto, float32 or bfloat16"),

@@ -104,7 +104,8 @@ def sample(
     session: Session, batch: list[Prompt], *, source: str | None = None, budget: int | None = None
 ) -> tuple[list[list[int]], list[Any] | None]:
     """One sampled completion per prompt, ending with its end-of-turn token if it ended: from the current student on
-    the student prompt, or with `rollout_from="teacher"` from the teacher on the teacher prompt. With the teacher's
+    the student prompt, or with `rollout_from="teacher"` from the teacher on the teacher prompt (with
+    `rollout_from="demonstration"` nothing is sampled: the completion is the demonstration's answer). With the teacher's
     samples come its (len, V) logits on each completion's tokens: the teacher pass of the loss (same weights, prompt
     and tokens) comes free with the sampling, unless they would take more than TEACHER_LOGITS_BYTES (a large
     vocabulary, long rollouts) or the passes run under bf16 autocast, where the sampling copy's bf16 logits are not the
@@ -115,6 +116,8 @@ def sample(
     from transformers import GenerationConfig
 
     cfg, tok = session.config, session.tokenizer
+    if (source or cfg.rollout_from) == "demonstration":
+        return [list(p.answer_ids) for p in batch], None
     name = {"teacher": TEACHER, "base": BASE}.get(source or cfg.rollout_from, STUDENT)
     model = refresh_rollout_model(session, name)
     context: contextlib.AbstractContextManager = contextlib.nullcontext()
@@ -161,9 +164,10 @@ def stack_rows(rows: list[Any], width: int) -> Any:
 
 
 def fixed_rollouts(cfg: Any, source: str | None = None) -> bool:
-    """Whether the rollout model stays the same for the whole round (sampled from the frozen teacher or the base)."""
+    """Whether the rollouts stay the same for the whole round (the demonstrations, or sampled from the frozen teacher
+    or the base)."""
     source = source or cfg.rollout_from
-    return source == "base" or (source == "teacher" and cfg.teacher == "frozen")
+    return source in ("base", "demonstration") or (source == "teacher" and cfg.teacher == "frozen")
 
 
 # one step's (expanded) batch: completions, the teacher's logits on them (when it sampled them), generation seconds

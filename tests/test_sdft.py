@@ -162,6 +162,20 @@ def test_rollouts_come_from_the_student_prompt_or_the_teacher_prompt(tiny_model_
         assert sample(session, prompts)[0] == [greedy[0, len(ids) :].tolist()], source
 
 
+def test_demonstration_rollouts_are_the_answers_and_pull_the_student_toward_the_teacher_on_them(tiny_model_dir):
+    from learner.prompts import build_prompts
+    from learner.sdft import sample
+
+    config = fp32(rollout_from="demonstration", steps=4, learning_rate=1e-3, warmup_ratio=0, lr_schedule="constant")
+    session = open_session(tiny_model_dir, config)
+    prompts, _ = build_prompts(session.tokenizer, DEMOS, config)
+    assert sample(session, prompts) == ([p.answer_ids for p in prompts], None)
+    steps = train(tiny_model_dir, DEMOS, config).steps
+    assert [r["tokens"] for r in steps] == [sum(len(p.answer_ids) for p in prompts)] * 4
+    assert steps[0]["generation_s"] < 0.01 and steps[0]["teacher_s"] > 0
+    assert steps[-1]["kl"] < 0.5 * steps[0]["kl"]  # the same sequences and targets every step: the divergence falls
+
+
 def test_several_samples_per_prompt_and_an_sft_term(tiny_model_dir):
     record = train(tiny_model_dir, DEMOS, fp32(steps=1, samples_per_prompt=3, sft_weight=0.5)).steps[0]
     plain = train(tiny_model_dir, DEMOS, fp32(steps=1)).steps[0]
