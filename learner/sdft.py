@@ -6,9 +6,10 @@ through a merged copy of the weights); teacher log-probs on [teacher prompt; y] 
 on [student prompt; y] with gradient; loss = forward KL(teacher || student) over the full vocabulary per completion
 token (logits / temperature before log-softmax), the first `skip_first_tokens` tokens left out, mean over a
 sequence's tokens, then mean over the batch's sequences. Options: reverse KL, generalized JSD, top-k + tail bucket,
-EMA teacher, rollouts sampled by the teacher, several rollouts per prompt, an SFT term (`learner.config`). Rollouts
-from the frozen teacher do not depend on the student, so `with_rollouts` samples several steps' worth at once, and
-rollouts the teacher samples bring the teacher's logits with them (no separate teacher pass).
+EMA teacher, rollouts sampled by the teacher or taken from the demonstration itself, several rollouts per prompt, an
+SFT term (`learner.config`). Rollouts from the frozen teacher do not depend on the student, so `with_rollouts`
+samples several steps' worth at once, and rollouts the teacher samples bring the teacher's logits with them (no
+separate teacher pass).
 
 Why not TRL's SDFTTrainer (trl 1.16, `trl.experimental.sdft`): with a LoRA model its teacher is either the adapter-
 disabled base or an EMA adapter started at zero, never the live version, so a second round would pull the student
@@ -116,9 +117,10 @@ def sample(
     from transformers import GenerationConfig
 
     cfg, tok = session.config, session.tokenizer
-    if (source or cfg.rollout_from) == "demonstration":
+    source = source or cfg.rollout_from
+    if source == "demonstration":
         return [list(p.answer_ids) for p in batch], None
-    name = {"teacher": TEACHER, "base": BASE}.get(source or cfg.rollout_from, STUDENT)
+    name = {"teacher": TEACHER, "base": BASE}.get(source, STUDENT)
     model = refresh_rollout_model(session, name)
     context: contextlib.AbstractContextManager = contextlib.nullcontext()
     if model is None:
