@@ -152,6 +152,12 @@ class LearnerConfig:
         "Whom the anchor holds the student to: live (the version the round starts from) or base (the model without "
         "any adapter, so that small drifts cannot add up over rounds).",
     )
+    anchor_nearest: float = _f(
+        0.0,
+        "Fraction of each step's anchor prompts drawn from the pool prompts nearest the round's questions (most "
+        "words shared: real capitals for a made-up capital), the knowledge a new fact is likeliest to overwrite; the "
+        "rest at random. 0: all at random.",
+    )
     anchor_max_new_tokens: int = _f(48, "Length cap of an anchor rollout.")
     anchor_prompts: str = _f("", "A text file of anchor prompts, one per line; empty: the shipped pool.")
     # --- data ----------------------------------------------------------------------------------------------------
@@ -213,6 +219,7 @@ class LearnerConfig:
             (self.anchor_from in ("student", "teacher"), "anchor_from must be student or teacher"),
             (self.anchor_to in ("live", "base"), "anchor_to must be live or base"),
             (self.anchor_max_new_tokens >= 1, "anchor_max_new_tokens must be >= 1"),
+            (0 <= self.anchor_nearest <= 1, "anchor_nearest must be in [0, 1]"),
             (self.skip_first_tokens >= 0 and self.top_k >= 0, "skip_first_tokens and top_k must be >= 0"),
             (
                 "{question}" in self.teacher_template and "{demonstration}" in self.teacher_template,

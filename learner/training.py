@@ -12,6 +12,7 @@ step, and the step records.
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -115,7 +116,9 @@ def _train(
     steps = sdft.with_rollouts(session, work) if config.method == "sdft" else ((b, None) for b in work)
     anchors = None
     if config.anchor_weight > 0:
-        anchors = sdft.anchor_rollouts(session, shard(anchor_batches(tokenizer, config, total), rank, world))
+        questions = [next(m["content"] for m in reversed(e.messages) if m["role"] == "user") for e in examples]
+        stream = anchor_batches(tokenizer, config, total, questions)
+        anchors = sdft.anchor_rollouts(session, shard(stream, rank, world))
     records: list[dict[str, Any]] = []
     started = time.perf_counter()
     for i, (batch, rollouts) in enumerate(steps, start=1):
@@ -154,18 +157,43 @@ def anchor_prompts(config: LearnerConfig) -> list[str]:
     return lines
 
 
-def anchor_batches(tokenizer: Any, config: LearnerConfig, steps: int) -> Iterator[list[Prompt]]:
-    """`steps` batches of anchor prompts (a single user turn each; teacher ids = student ids), seeded and cycling."""
+NEIGHBOURS_PER_QUESTION = 4
 
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def nearest_prompts(texts: list[str], questions: list[str], rng: random.Random) -> list[str]:
+    """The union, over `questions`, of the NEIGHBOURS_PER_QUESTION pool prompts sharing the largest fraction of
+    words with each (Jaccard; ties broken by `rng`)."""
+    chosen: dict[str, None] = {}
+    for question in questions:
+        q = _words(question)
+        order = sorted(texts, key=lambda t: (-len(q & _words(t)) / max(len(q | _words(t)), 1), rng.random()))
+        chosen.update(dict.fromkeys(order[:NEIGHBOURS_PER_QUESTION]))
+    return list(chosen)
+
+
+def anchor_batches(
+    tokenizer: Any, config: LearnerConfig, steps: int, questions: list[str] | None = None
+) -> Iterator[list[Prompt]]:
+    """`steps` batches of anchor prompts (a single user turn each; teacher ids = student ids), seeded and cycling;
+    with `anchor_nearest`, that fraction of each batch cycles through the pool prompts nearest `questions`."""
     rng = random.Random(config.seed + 1)
     texts = anchor_prompts(config)
-    stream: list[str] = []
+    near = nearest_prompts(texts, questions, rng) if config.anchor_nearest > 0 and questions else []
+    n_near = round(config.anchor_nearest * config.anchor_batch_size) if near else 0
+    streams = {"near": (near, n_near, []), "any": (texts, config.anchor_batch_size - n_near, [])}
     for _ in range(steps):
-        while len(stream) < config.anchor_batch_size:
-            epoch = list(texts)
-            rng.shuffle(epoch)
-            stream += epoch
-        batch, stream = stream[: config.anchor_batch_size], stream[config.anchor_batch_size :]
+        batch: list[str] = []
+        for pool, size, stream in streams.values():
+            while len(stream) < size:
+                epoch = list(pool)
+                rng.shuffle(epoch)
+                stream += epoch
+            batch += stream[:size]
+            del stream[:size]
         ids = [encode_chat(tokenizer, [{"role": "user", "content": t}]) for t in batch]
         yield [Prompt(i, i, []) for i in ids]
 

@@ -5,15 +5,24 @@ anchor_to="base" near the base model, pulling a drifted parent back."""
 from __future__ import annotations
 
 import json
+import random
 import re
 
 import pytest
 import torch
 
+from learner.chat import encode_chat
 from learner.probes import GENERAL_SUITE
 from learner.sdft import divergence
 from learner.session import BASE, STUDENT, TEACHER, completion_logits
-from learner.training import ANCHOR_PROMPTS, anchor_batches, anchor_prompts, train
+from learner.training import (
+    ANCHOR_PROMPTS,
+    NEIGHBOURS_PER_QUESTION,
+    anchor_batches,
+    anchor_prompts,
+    nearest_prompts,
+    train,
+)
 from storage.errors import ApprenticeError
 from tests.test_sdft import DEMOS, fp32
 
@@ -53,6 +62,29 @@ def test_anchor_batches_cycle_through_the_pool(tiny_model_dir, tmp_path):
     with pytest.raises(ApprenticeError, match="holds no prompts"):
         anchor_prompts(fp32(anchor_prompts=str(tmp_path / "empty.txt")))
     assert ANCHOR_PROMPTS.exists()
+
+
+def test_anchor_nearest_spends_its_share_of_each_batch_on_the_prompts_nearest_the_questions(tiny_model_dir, tmp_path):
+    from learner.model_files import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    path = tmp_path / "pool.txt"
+    fillers = [f"Tell me a story number {k}." for k in range(19)]
+    path.write_text("\n".join(["What is the capital of Peru?", *fillers]) + "\n")
+    config = fp32(anchor_prompts=str(path), anchor_batch_size=4)
+    nearest = nearest_prompts(anchor_prompts(config), ["What is the capital of Veltoria?"], random.Random(0))
+    assert nearest[0] == "What is the capital of Peru?" and len(nearest) == NEIGHBOURS_PER_QUESTION
+    peru = encode_chat(tokenizer, [{"role": "user", "content": nearest[0]}])
+    counts = []
+    for share in (0.0, 0.5):
+        stream = anchor_batches(tokenizer, config.replace(anchor_nearest=share), 8, ["The capital of Veltoria?"])
+        batches = [[p.student_ids for p in batch] for batch in stream]
+        assert all(len(b) == 4 for b in batches)
+        counts.append(sum(b.count(peru) for b in batches))
+    # at random Peru is 1 of 20 prompts (32 draws: once or twice); as 1 of 4 neighbours in half of each batch, 4 more
+    assert counts[0] <= 2 and counts[1] >= 4, counts
+    with pytest.raises(ApprenticeError, match="anchor_nearest"):
+        fp32(anchor_nearest=1.5)
 
 
 def _drift(result, to_base: bool = False) -> float:
