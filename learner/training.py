@@ -116,7 +116,7 @@ def _train(
     steps = sdft.with_rollouts(session, work) if config.method == "sdft" else ((b, None) for b in work)
     anchors = None
     if config.anchor_weight > 0:
-        questions = [next(m["content"] for m in reversed(e.messages) if m["role"] == "user") for e in examples]
+        questions = [e.messages[-1]["content"] for e in examples if e.messages]  # a demonstration ends on its question
         stream = anchor_batches(tokenizer, config, total, questions)
         anchors = sdft.anchor_rollouts(session, shard(stream, rank, world))
     records: list[dict[str, Any]] = []
@@ -167,11 +167,12 @@ def _words(text: str) -> set[str]:
 def nearest_prompts(texts: list[str], questions: list[str], rng: random.Random) -> list[str]:
     """The union, over `questions`, of the NEIGHBOURS_PER_QUESTION pool prompts sharing the largest fraction of
     words with each (Jaccard; ties broken by `rng`)."""
+    pool = [(text, _words(text)) for text in texts]
     chosen: dict[str, None] = {}
     for question in questions:
         q = _words(question)
-        order = sorted(texts, key=lambda t: (-len(q & _words(t)) / max(len(q | _words(t)), 1), rng.random()))
-        chosen.update(dict.fromkeys(order[:NEIGHBOURS_PER_QUESTION]))
+        order = sorted(pool, key=lambda item: (-len(q & item[1]) / max(len(q | item[1]), 1), rng.random()))
+        chosen.update(dict.fromkeys(text for text, _ in order[:NEIGHBOURS_PER_QUESTION]))
     return list(chosen)
 
 
@@ -184,10 +185,13 @@ def anchor_batches(
     texts = anchor_prompts(config)
     near = nearest_prompts(texts, questions, rng) if config.anchor_nearest > 0 and questions else []
     n_near = round(config.anchor_nearest * config.anchor_batch_size) if near else 0
-    streams = {"near": (near, n_near, []), "any": (texts, config.anchor_batch_size - n_near, [])}
+    streams: list[tuple[list[str], int, list[str]]] = [
+        (near, n_near, []),
+        (texts, config.anchor_batch_size - n_near, []),
+    ]
     for _ in range(steps):
         batch: list[str] = []
-        for pool, size, stream in streams.values():
+        for pool, size, stream in streams:
             while len(stream) < size:
                 epoch = list(pool)
                 rng.shuffle(epoch)
